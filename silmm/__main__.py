@@ -1,0 +1,84 @@
+"""Command line: `python -m silmm run CONFIG.yaml [section.key=value ...] [--resume]`.
+
+The config (defaults <- YAML <- overrides) and the run folder are checked before the model is loaded; the
+model comes from `silmm.adapters.load_adapter(model.name, ...)`, its world measurement (held-out evaluation
+and oracle; None for real models) from `silmm.adapters.measurement_for(model.name)`, and an external judge,
+if `feedback.judge` names one, from `silmm.adapters.load_judge(spec)`. Progress bars go to stderr; one summary
+line per iteration to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from silmm.config import Config, load_config
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m silmm", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run or resume the SILMM loop")
+    run.add_argument("config", help="YAML config file, e.g. configs/world-discrete.yaml")
+    run.add_argument("overrides", nargs="*", help="dotted overrides, e.g. dpo.beta=0.2 run.iterations=1")
+    run.add_argument(
+        "--resume", action="store_true", help="continue runs/<name> from its last finished stage"
+    )
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def load_model(cfg: Config) -> tuple[Any, Any, Any]:
+    """(adapter, measure hook or None, external judge or None) for the config; imports lazily."""
+    from silmm import adapters
+
+    device = None if cfg.model.device == "auto" else cfg.model.device
+    adapter = adapters.load_adapter(cfg.model.name, weights=cfg.model.weights or None, device=device)
+    measure = adapters.measurement_for(cfg.model.name)
+    judge = adapters.load_judge(cfg.feedback.judge, device=device) if cfg.feedback.judge else None
+    return adapter, measure, judge
+
+
+def main(
+    argv: list[str] | None = None, *, load: Callable[[Config], tuple[Any, Any, Any]] = load_model
+) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+        _precheck(cfg, resume=args.resume)
+    except (ValueError, FileExistsError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from silmm import loop
+
+    adapter, measure, judge = load(cfg)
+    try:
+        loop.run(
+            cfg, adapter, resume=args.resume, measure=measure, judge=judge, progress=not args.no_progress
+        )
+    except (ValueError, FileExistsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _precheck(cfg: Config, *, resume: bool) -> None:
+    """What can be checked before loading weights: the prompt file, the tracker package, the run folder."""
+    import importlib.util
+
+    from silmm.prompts import read_prompt_file
+
+    if cfg.prompts.file:
+        read_prompt_file(cfg.prompts.file)
+    if cfg.run.log_with != "none" and importlib.util.find_spec(cfg.run.log_with) is None:
+        raise ValueError(f"run.log_with={cfg.run.log_with!r} but the package {cfg.run.log_with!r} is not installed (valid: 'none' or install it)")  # fmt: skip
+    root = Path(cfg.run.out_dir) / cfg.run.name
+    if root.exists() and not resume:
+        raise FileExistsError(f"run folder {root} already exists: pass --resume to continue it, or choose another run.name")  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""External VLM judges for paper step 4: p(yes), p(no) from a model other than the one being improved.
+
+`feedback.judge=<hub id or folder>` lets a model that cannot see (or sees badly) still be improved, and lets
+self- and external feedback be compared. Two families, chosen by the folder's `config.json` model_type:
+- Qwen2.5-VL (`qwen2_5_vl`): chat template with the image, softmax over the full vocabulary at the first answer
+  position, probabilities of the single-token spellings of yes / no summed. The Qwen-Image adapter reuses this
+  class for self-VQA with its own text encoder.
+- BLIP-VQA (`blip`): its forward returns only a loss, so the first decoder step is computed by hand
+  (../shared/docs/STACK.md 2b).
+The question template is a visible default argument; `name` is recorded with every score.
+"""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image
+
+from silmm.adapters.hf_common import (
+    NO_WORDS,
+    VQA_TEMPLATE,
+    YES_WORDS,
+    answer_token_ids,
+    default_device_dtype,
+    open_pretrained,
+)
+
+# --- constants ------------------------------------------------------------------------------------------
+HUB_IDS = {"qwen2.5-vl-7b": "Qwen/Qwen2.5-VL-7B-Instruct", "blip-vqa": "Salesforce/blip-vqa-base"}
+JUDGE_MODEL_TYPES = ("blip", "qwen2_5_vl")
+QWEN_VQA_CHAT = (
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+    "<|vision_start|>{image_pads}<|vision_end|>{question}<|im_end|>\n<|im_start|>assistant\n"
+)
+QWEN_VQA_PIXELS = 448 * 448  # max pixels per image for VQA: 256 visual tokens, enough for yes/no questions
+
+
+def _check_pairs(images: list, questions: list) -> None:
+    if len(images) != len(questions):
+        raise ValueError(f"got {len(images)} images but {len(questions)} questions; pass one per image")
+
+
+class QwenVLJudge:
+    """Yes/no VQA with a `Qwen2_5_VLForConditionalGeneration`, its tokenizer and a Qwen2-VL image processor."""
+
+    def __init__(self, model, tokenizer, image_processor, *, name: str = "qwen2.5-vl", batch_size: int = 8):
+        self.model, self.tokenizer, self.image_processor = model, tokenizer, image_processor
+        self.name, self.batch_size = name, batch_size
+        self.yes_ids, self.no_ids = (
+            answer_token_ids(tokenizer, YES_WORDS),
+            answer_token_ids(tokenizer, NO_WORDS),
+        )
+
+    @torch.no_grad()
+    def answer_yes_no(
+        self, images: list[Image.Image], questions: list[str], template: str = VQA_TEMPLATE
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        _check_pairs(images, questions)
+        device = next(self.model.parameters()).device
+        merge = self.image_processor.merge_size**2
+        p_yes, p_no = [], []
+        for start in range(0, len(images), self.batch_size):
+            batch = [im.convert("RGB") for im in images[start : start + self.batch_size]]
+            vis = self.image_processor(images=batch, return_tensors="pt")
+            texts = [
+                QWEN_VQA_CHAT.format(
+                    image_pads="<|image_pad|>" * (int(thw.prod()) // merge),
+                    question=template.format(question=q),
+                )
+                for thw, q in zip(vis["image_grid_thw"], questions[start : start + self.batch_size])
+            ]
+            enc = self.tokenizer(texts, padding=True, padding_side="left", return_tensors="pt")
+            logits = self.model(
+                input_ids=enc["input_ids"].to(device),
+                attention_mask=enc["attention_mask"].to(device),
+                pixel_values=vis["pixel_values"].to(device, self.model.dtype),
+                image_grid_thw=vis["image_grid_thw"].to(device),
+                logits_to_keep=1,
+            ).logits[:, -1]
+            probs = logits.float().softmax(-1)
+            p_yes.append(probs[:, self.yes_ids].sum(-1).cpu())
+            p_no.append(probs[:, self.no_ids].sum(-1).cpu())
+        return torch.cat(p_yes), torch.cat(p_no)
+
+
+class BlipJudge:
+    """Yes/no VQA with a `BlipForQuestionAnswering`: the first step of its answer decoder, full-vocab softmax."""
+
+    def __init__(self, model, processor, *, name: str = "blip-vqa", batch_size: int = 16):
+        self.model, self.processor, self.name, self.batch_size = model, processor, name, batch_size
+        tok = processor.tokenizer
+        self.yes_ids, self.no_ids = answer_token_ids(tok, YES_WORDS), answer_token_ids(tok, NO_WORDS)
+
+    @torch.no_grad()
+    def answer_yes_no(
+        self, images: list[Image.Image], questions: list[str], template: str = "{question}"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        _check_pairs(images, questions)
+        device = next(self.model.parameters()).device
+        p_yes, p_no = [], []
+        for start in range(0, len(images), self.batch_size):
+            batch = [im.convert("RGB") for im in images[start : start + self.batch_size]]
+            qs = [template.format(question=q) for q in questions[start : start + self.batch_size]]
+            enc = self.processor(images=batch, text=qs, padding=True, return_tensors="pt").to(device)
+            image_states = self.model.vision_model(
+                pixel_values=enc["pixel_values"].to(self.model.dtype)
+            ).last_hidden_state
+            image_mask = torch.ones(image_states.shape[:-1], dtype=torch.long, device=device)
+            question_states = self.model.text_encoder(
+                input_ids=enc["input_ids"],
+                attention_mask=enc["attention_mask"],
+                encoder_hidden_states=image_states,
+                encoder_attention_mask=image_mask,
+            ).last_hidden_state
+            start_ids = torch.full((len(qs), 1), self.model.decoder_start_token_id, device=device)
+            logits = self.model.text_decoder(
+                input_ids=start_ids,
+                encoder_hidden_states=question_states,
+                encoder_attention_mask=enc["attention_mask"],
+            ).logits[:, -1]
+            probs = logits.float().softmax(-1)
+            p_yes.append(probs[:, self.yes_ids].sum(-1).cpu())
+            p_no.append(probs[:, self.no_ids].sum(-1).cpu())
+        return torch.cat(p_yes), torch.cat(p_no)
+
+
+def load_judge(spec: str, device=None, dtype=None) -> QwenVLJudge | BlipJudge:
+    """An external judge from a hub id or folder of a Qwen2.5-VL or BLIP-VQA model (chosen by model_type)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    device, dtype = default_device_dtype(device, dtype)
+    model_type = open_pretrained(spec, AutoConfig.from_pretrained, what="judge").model_type
+    if model_type == "qwen2_5_vl":
+        from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
+
+        model = open_pretrained(
+            spec, lambda s: Qwen2_5_VLForConditionalGeneration.from_pretrained(s, dtype=dtype), what="judge"
+        )
+        image_processor = open_pretrained(
+            spec,
+            lambda s: Qwen2VLImageProcessorPil.from_pretrained(s, max_pixels=QWEN_VQA_PIXELS),
+            what="judge",
+        )
+        tokenizer = open_pretrained(spec, AutoTokenizer.from_pretrained, what="judge")
+        return QwenVLJudge(model.to(device).eval(), tokenizer, image_processor, name=spec)
+    if model_type == "blip":
+        from transformers import BlipForQuestionAnswering, BlipImageProcessorPil, BlipProcessor
+
+        model = open_pretrained(
+            spec, lambda s: BlipForQuestionAnswering.from_pretrained(s, dtype=dtype), what="judge"
+        )
+        processor = BlipProcessor(
+            image_processor=open_pretrained(spec, BlipImageProcessorPil.from_pretrained, what="judge"),
+            tokenizer=open_pretrained(spec, AutoTokenizer.from_pretrained, what="judge"),
+        )
+        return BlipJudge(model.to(device).eval(), processor, name=spec)
+    raise ValueError(
+        f"judge {spec!r} has model_type {model_type!r}; supported judges: {list(JUDGE_MODEL_TYPES)}"
+    )

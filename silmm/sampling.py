@@ -1,0 +1,86 @@
+"""Paper step 2: diverse generation, N candidates per prompt.
+
+Discrete models sample image tokens with nucleus sampling; continuous models use DropDiv (dropout switched on
+in the last layers' MLPs) or, as an ablation, Gaussian feature noise: the adapter implements each mode behind
+`Adapter.sample`. The seed of every candidate is derived from (run seed, iteration, prompt index, k) and
+recorded, so any candidate can be regenerated alone. Images are saved as PNG; the token ids or features that
+produced them go to one safetensors file, keyed by candidate index, for the preference update.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from silmm import runio
+from silmm.adapters.base import Adapter, Diversity, Sample
+from silmm.config import SamplingConfig
+from silmm.prompts import derive_seed
+
+
+@dataclass(frozen=True)
+class SampleRecord:
+    """One drawn candidate as written to samples.jsonl; `index` keys its tensors in samples.safetensors."""
+
+    index: int
+    prompt_index: int
+    k: int
+    prompt: str
+    seed: int
+    image: str  # path relative to the iteration folder
+
+
+def candidate_seed(run_seed: int, iteration: int, prompt_index: int, k: int) -> int:
+    return derive_seed(run_seed, iteration, prompt_index, k)
+
+
+def diversity_from(cfg: SamplingConfig) -> Diversity:
+    return Diversity(
+        mode=cfg.mode,
+        top_p=cfg.top_p,
+        temperature=cfg.temperature,
+        dropout=cfg.dropout,
+        layers=cfg.layers,
+        noise_std=cfg.noise_std,
+    )
+
+
+def draw(
+    adapter: Adapter,
+    prompts: list[str],
+    cfg: SamplingConfig,
+    *,
+    run_seed: int,
+    iteration: int,
+    iter_dir: Path,
+    progress: bool = False,
+) -> tuple[list[SampleRecord], dict[str, torch.Tensor]]:
+    """Draw N candidates per prompt, save their PNGs under `iter_dir/images`, return records and tensors."""
+    jobs = [(p, k) for p in range(len(prompts)) for k in range(cfg.n)]
+    diversity = diversity_from(cfg)
+    records, tensors = [], {}
+    bar = tqdm(total=len(jobs), desc=f"iter {iteration} sampling", disable=not progress, leave=False)
+    for start in range(0, len(jobs), cfg.batch_size):
+        batch = jobs[start : start + cfg.batch_size]
+        seeds = [candidate_seed(run_seed, iteration, p, k) for p, k in batch]
+        samples = adapter.sample([prompts[p] for p, _ in batch], seeds, diversity)
+        for offset, ((p, k), seed, sample) in enumerate(zip(batch, seeds, samples, strict=True)):
+            index = start + offset
+            image = f"images/p{p:05d}_k{k:02d}.png"
+            runio.save_png(iter_dir / image, sample.image)
+            tensors.update(sample_tensors(index, sample))
+            records.append(SampleRecord(index, p, k, prompts[p], seed, image))
+        bar.update(len(batch))
+    bar.close()
+    return records, tensors
+
+
+def sample_tensors(index: int, sample: Sample) -> dict[str, torch.Tensor]:
+    if sample.ids is not None:
+        return {f"{index}.ids": sample.ids.detach().cpu()}
+    if sample.feats is not None:
+        return {f"{index}.feats": sample.feats.detach().float().cpu()}
+    raise ValueError(f"sample {index} ({sample.prompt!r}) carries neither ids nor feats")

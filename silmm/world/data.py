@@ -1,0 +1,253 @@
+"""Training examples for the world models' four skills, generated on the fly from a seeded RNG.
+
+Drawing examples use only training prompts (never a held-out combination with another object). VQA examples come
+from a broad range of imperfect scenes: prompt layouts with swapped bindings, changed attributes, moved, missing
+or extra objects, and random scenes with occlusion, so the judge has seen the kinds of mistakes a drawing model
+makes. The model never sees its own drawings labelled by the oracle: that would be outside supervision of exactly
+the mistakes the self-improvement loop has to catch by itself.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+from silmm.world.grammar import (
+    Spec,
+    ALL_CATEGORIES,
+    CATEGORIES,
+    NUMBER_WORDS,
+    RELATIONS,
+    Entity,
+    normalize,
+    parse_prompt,
+)
+from silmm.world.layout import MIN_BACK_VISIBLE, _visible_share, canonical_layout, random_layout, random_scene
+from silmm.world.oracle import SceneView, holds
+from silmm.world.questions import _article, _count_q, _words, answer, decompose
+from silmm.world.scene import COLORS, GRID, SHAPES, SIZES, TEXTURES, Obj, draw_order, overlaps
+from silmm.world.tokenizer import objs_to_codes
+from silmm.world.writer import sample_prompt
+
+IGNORE = -100
+DRAW_WEIGHTS = {**{c: 1.0 for c in CATEGORIES}, "single": 1.5, "complex": 1.5}
+
+
+def ids_of(tokens: list[str], vocab: dict[str, int]) -> list[int]:
+    return [vocab[t] for t in tokens]
+
+
+def question_tokens(question: str) -> list[str]:
+    return [*normalize(question.rstrip("?").strip()), "?"]
+
+
+def canonical_codes(objs: list[Obj]) -> list[int]:
+    """Codes as the pixel parser reports them: the front layer holds exactly the objects that hide another."""
+    view = SceneView.from_objs(objs)
+    front = {a for a, _ in view.front_of}
+    return objs_to_codes([replace(o, layer=int(i in front)) for i, o in enumerate(view.objects)])
+
+
+def scene_ok(objs: list[Obj]) -> bool:
+    """No two objects on one cell, no same-layer overlap, every hidden object visible enough to be parsed."""
+    objs = draw_order(objs)
+    for i, a in enumerate(objs):
+        for b in objs[i + 1 :]:
+            if (a.row, a.col) == (b.row, b.col):
+                return False
+            if overlaps(a, b) and (a.layer == b.layer or _visible_share(a, b) < MIN_BACK_VISIBLE):
+                return False
+    return True
+
+
+def perturb(objs: list[Obj], rng: random.Random) -> list[Obj]:
+    """One random mistake of the kind a drawing model makes."""
+    objs = list(objs)
+    i = rng.randrange(len(objs))
+    kind = rng.randrange(7)
+    if kind == 0:
+        objs[i] = replace(objs[i], color=rng.choice(COLORS))
+    elif kind == 1:
+        objs[i] = replace(
+            objs[i],
+            **rng.choice(
+                [
+                    {"shape": rng.choice(SHAPES)},
+                    {"texture": rng.choice(TEXTURES)},
+                    {"size": rng.choice(SIZES)},
+                ]
+            ),
+        )
+    elif kind == 2 and len(objs) > 1:
+        j = rng.choice([j for j in range(len(objs)) if j != i])
+        objs[i], objs[j] = replace(objs[i], color=objs[j].color), replace(objs[j], color=objs[i].color)
+    elif kind == 3:
+        objs[i] = replace(objs[i], row=rng.randrange(GRID), col=rng.randrange(GRID))
+    elif kind == 4 and len(objs) > 1:
+        objs.pop(i)
+    elif kind == 5:
+        objs.append(random_scene(rng, 1)[0])
+    elif kind == 6 and len(objs) > 1:
+        j = rng.choice([j for j in range(len(objs)) if j != i])
+        objs[i], objs[j] = (
+            replace(objs[i], row=objs[j].row, col=objs[j].col),
+            replace(objs[j], row=objs[i].row, col=objs[i].col),
+        )
+    return objs
+
+
+_OPPOSITE = {"to the left of": "to the right of", "above": "below", "in front of": "behind", "larger than": "smaller than"}
+_OPPOSITE |= {v: k for k, v in _OPPOSITE.items()}
+
+
+def counterfactual(spec: Spec, rng: random.Random) -> Spec:
+    """The prompt with one fact changed (attribute swapped or changed, shape, relation flipped, count off by one):
+    its questions are the near misses a judge must answer "no" to."""
+    ents, rels = list(spec.entities), list(spec.relations)
+    i = rng.randrange(len(ents))
+    op = rng.randrange(5)
+    if op == 0 and len(ents) > 1:
+        j = rng.choice([j for j in range(len(ents)) if j != i])
+        k = rng.choice(("color", "texture", "size"))
+        ents[i], ents[j] = replace(ents[i], **{k: getattr(ents[j], k)}), replace(ents[j], **{k: getattr(ents[i], k)})
+    elif op == 1:
+        k, values = rng.choice((("color", COLORS), ("texture", TEXTURES), ("size", SIZES)))
+        ents[i] = replace(ents[i], **{k: rng.choice(values)})
+    elif op == 2:
+        ents[i] = replace(ents[i], shape=rng.choice(SHAPES))
+    elif op == 3 and rels:
+        r = rng.randrange(len(rels))
+        rels[r] = replace(rels[r], relation=_OPPOSITE[rels[r].relation] if rng.random() < 0.7 else rng.choice(list(RELATIONS)))
+    else:
+        n = max(1, min(4, ents[i].count + rng.choice((-1, 1))))
+        ents[i] = replace(ents[i], count=n, numeral=ents[i].numeral or n > 1)
+    return Spec(spec.prompt, tuple(ents), tuple(rels))
+
+
+def balanced_questions(spec: Spec, view: SceneView, rng: random.Random, n: int) -> list[str]:
+    """Up to n questions from the prompt's decomposition and a counterfactual's, about half of them true."""
+    pool = {q.text for q in decompose(spec)} | {q.text for q in decompose(counterfactual(spec, rng))}
+    pool = sorted(pool)
+    rng.shuffle(pool)
+    yes = [q for q in pool if answer(q, view)]
+    no = [q for q in pool if not answer(q, view)]
+    half = max(1, n // 2)
+    picked = yes[:half] + no[:half]
+    picked += [q for q in pool if q not in picked][: n - len(picked)]
+    rng.shuffle(picked)
+    return picked
+
+
+def probe_questions(view: SceneView, rng: random.Random, n: int) -> list[str]:
+    """Random questions about a scene, about half of them true."""
+    objs = view.objects
+    out = []
+    for _ in range(n):
+        o = rng.choice(objs) if objs and rng.random() < 0.6 else random_scene(rng, 1)[0]
+        attrs = {k: getattr(o, k) for k in ("size", "texture", "color") if rng.random() < 0.4}
+        ent = Entity(o.shape, 1, attrs.get("color"), attrs.get("texture"), attrs.get("size"))
+        form = rng.randrange(5)
+        if form == 0:
+            words = _words(ent)
+            out.append(f"is there {_article(words)} {words}?")
+        elif form == 1:
+            k = rng.choice(("color", "texture", "size"))
+            out.append(f"is the {getattr(o, k)} object {_article(o.shape)} {rng.choice((o.shape, *SHAPES))}?")
+        elif form == 2:
+            c = sum(ent.matches(x) for x in objs)
+            c = max(1, min(4, c + rng.choice((0, 0, -1, 1))))
+            out.append(_count_q(_words(ent), _words(Entity(**{**ent.__dict__, "count": 2}), True), c))
+        elif form == 3:
+            c = max(1, min(8, len(objs) + rng.choice((0, 0, -1, 1))))
+            out.append(_count_q("object", "objects", c))
+        elif len(objs) >= 2:
+            a, b = rng.sample(range(len(objs)), 2)
+            rels = [r for r in RELATIONS if holds(r, view, a, b)] if rng.random() < 0.5 else list(RELATIONS)
+            rel = rng.choice(rels or list(RELATIONS))
+            ea, eb = (Entity(objs[x].shape, 1, objs[x].color if rng.random() < 0.7 else None) for x in (a, b))
+            out.append(f"is the {_words(ea)} {rel} the {_words(eb)}?")
+    return out
+
+
+class ExampleMaker:
+    """Token-id examples for one model kind: dicts with `ids`, `labels` and (continuous draw) `feat_codes`."""
+
+    def __init__(self, kind: str, vocab: dict[str, int], seed: int):
+        self.kind, self.vocab, self.rng = kind, vocab, random.Random(seed)
+
+    def t(self, tokens: list[str]) -> list[int]:
+        return ids_of(tokens, self.vocab)
+
+    def write(self) -> dict:
+        cat = self.rng.choice(ALL_CATEGORIES)
+        words = normalize(sample_prompt(cat, self.rng))
+        ids = self.t(["<bos>", "<write>", f"<c:{cat}>", *words, "<eos>"])
+        return {"ids": ids, "labels": [IGNORE] * 3 + ids[3:]}
+
+    def ask(self) -> dict:
+        prompt = sample_prompt(self.rng.choice(ALL_CATEGORIES), self.rng)
+        qs = [t for q in decompose(prompt) for t in [*question_tokens(q.text), ";"]][:-1]
+        head = self.t(["<bos>", "<ask>", *normalize(prompt), "<sep>"])
+        tail = self.t([*qs, "<eos>"])
+        return {"ids": head + tail, "labels": [IGNORE] * len(head) + tail}
+
+    def draw(self) -> dict:
+        cats, weights = zip(*DRAW_WEIGHTS.items())
+        while True:  # a few crowded prompts have no layout: draw another prompt
+            prompt = sample_prompt(self.rng.choices(cats, weights)[0], self.rng, split="train")
+            spec = parse_prompt(prompt)
+            try:
+                objs = canonical_layout(spec) if self.kind == "continuous" else random_layout(spec, self.rng)
+                break
+            except RuntimeError:
+                continue
+        codes = canonical_codes(objs)
+        head = self.t(["<bos>", "<draw>", *normalize(prompt), "<img>"])
+        if self.kind == "continuous":
+            ids = head + self.t([f"<q{i}>" for i in range(len(codes))])
+            return {"ids": ids, "labels": [IGNORE] * len(ids), "feat_codes": codes, "query_start": len(head)}
+        tail = self.t([f"<d{c}>" for c in codes])
+        return {"ids": head + tail, "labels": [IGNORE] * len(head) + tail}
+
+    def see(self, n_questions: int = 4) -> dict:
+        rng = self.rng
+        prompt = None
+        if rng.random() < 0.5:
+            prompt = sample_prompt(rng.choice(ALL_CATEGORIES), rng)
+            try:
+                objs = random_layout(parse_prompt(prompt), rng)
+            except RuntimeError:
+                prompt = None
+        if prompt is not None:
+            for _ in range(rng.choice((0, 1, 1, 2))):
+                cand = perturb(objs, rng)
+                if scene_ok(cand):
+                    objs = cand
+            view = SceneView.from_objs(objs)
+            qs = balanced_questions(parse_prompt(prompt), view, rng, n_questions - 1) + probe_questions(view, rng, 1)
+        else:
+            objs = random_scene(rng)
+            while not scene_ok(objs):
+                objs = random_scene(rng)
+            view = SceneView.from_objs(objs)
+            qs = probe_questions(view, rng, n_questions)
+        codes = canonical_codes(objs)
+        ids = self.t(["<bos>", "<see>", *[f"<s{c}>" for c in codes], "</see>"])
+        labels = [IGNORE] * len(ids)
+        for q in qs:
+            head = self.t([*question_tokens(q), "<ans>"])
+            ans = self.vocab["yes" if answer(q, view) else "no"]
+            ids += head + [ans]
+            labels += [IGNORE] * len(head) + [ans]
+        return {"ids": ids, "labels": labels}
+
+
+__all__ = [
+    "ExampleMaker",
+    "IGNORE",
+    "NUMBER_WORDS",
+    "canonical_codes",
+    "perturb",
+    "probe_questions",
+    "scene_ok",
+]

@@ -1,0 +1,56 @@
+"""Ground-truth measurement hooks that the loop calls for world models (real models have none).
+
+`evaluate` runs the held-out world evaluation; `oracle_answers` grades the model's own yes/no questions about its
+own candidates (None where a self-written question is outside the world's question forms); `oracle_score` ranks
+candidates by the share of the prompt's ground-truth questions that hold, with strict alignment as a tie-break.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PIL import Image
+
+from silmm.world.evaluate import default_prompts, evaluate, read_prompts
+from silmm.world.grammar import ParseError, parse_prompt
+from silmm.world.oracle import SceneView, verdict
+from silmm.world.questions import answer, decompose, question_type
+
+
+@dataclass
+class WorldMeasure:
+    prompts_file: str | None = None
+    images_per_prompt: int = 2
+
+    def evaluate(self, adapter) -> dict:
+        prompts = read_prompts(self.prompts_file) if self.prompts_file else default_prompts()
+        res = evaluate(adapter, prompts, images_per_prompt=self.images_per_prompt, progress=True)
+        res.pop("images")
+        res.pop("per_prompt")
+        return res
+
+    def oracle_answers(self, image: Image.Image, questions: list[str]) -> list[bool | None]:
+        view = SceneView.from_image(image)
+        out: list[bool | None] = []
+        for q in questions:
+            try:
+                out.append(answer(q, view))
+            except ParseError:
+                out.append(None)
+        return out
+
+    def oracle_score(self, prompt: str, image: Image.Image) -> float:
+        spec = parse_prompt(prompt)
+        view = SceneView.from_image(image)
+        qs = decompose(spec)
+        share = sum(answer(q.text, view) for q in qs) / len(qs)
+        return share + float(verdict(spec, view).strict)
+
+    def gt_questions(self, prompt: str) -> list[str]:
+        return [q.text for q in decompose(prompt)]
+
+    def question_type(self, question: str) -> str:
+        try:
+            return question_type(question)
+        except ParseError:
+            return "unreadable"

@@ -1,0 +1,203 @@
+"""Train a built-in world model from scratch: `python -m silmm.world.train --kind {discrete,continuous} --out DIR`.
+
+Deterministic for a seed (data RNG, init and batch order all derive from --seed; one torch thread). Each step mixes
+the four skills: drawing (training prompts only, see `writer.HELDOUT_*`), seeing (VQA on imperfect scenes),
+self-questioning and prompt writing. The continuous kind regresses the fixed code features of a canonical layout
+with MSE; the discrete kind learns image codes with cross-entropy. Writes safetensors weights, config, tokenizer,
+`train_log.jsonl` and a model card (README.md) with the data, steps and validation numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from silmm.world.data import IGNORE, ExampleMaker
+from silmm.world.model import WorldLM, build_tokenizer, code_features, world_config
+
+TASK_MIX = {"draw": 0.35, "see": 0.45, "ask": 0.1, "write": 0.1}
+
+
+def collate(examples: list[dict], pad: int) -> dict:
+    width = max(len(e["ids"]) for e in examples)
+    ids = torch.full((len(examples), width), pad)
+    labels = torch.full((len(examples), width), IGNORE)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for i, e in enumerate(examples):
+        n = len(e["ids"])
+        ids[i, :n], labels[i, :n], mask[i, :n] = torch.tensor(e["ids"]), torch.tensor(e["labels"]), 1
+    return {"ids": ids, "labels": labels, "mask": mask}
+
+
+def lm_loss(model: WorldLM, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean next-token cross-entropy over labelled positions, and the accuracy there."""
+    logits = model(input_ids=batch["ids"], attention_mask=batch["mask"]).logits[:, :-1]  # (B, T-1, V)
+    target = batch["labels"][:, 1:]
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE)
+    sel = target != IGNORE
+    acc = (logits.argmax(-1)[sel] == target[sel]).float().mean()
+    return loss, acc
+
+
+class BatchStream(torch.utils.data.IterableDataset):
+    """Endless collated batches; worker w draws from seed (seed, w), so a run is fixed by (seed, workers)."""
+
+    def __init__(self, kind: str, vocab: dict[str, int], seed: int, batch_size: int, pad: int, merge_tasks: bool,
+                 task_mix: dict[str, float] = TASK_MIX):
+        self.task_mix = task_mix
+        self.kind, self.vocab, self.seed, self.size, self.pad, self.merge = kind, vocab, seed, batch_size, pad, merge_tasks
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid = info.id if info is not None else 0
+        maker, rng = ExampleMaker(self.kind, self.vocab, self.seed * 1000 + wid), random.Random(self.seed * 1000 + wid + 1)
+        while True:
+            tasks = rng.choices(list(self.task_mix), list(self.task_mix.values()), k=self.size)
+            groups: dict[str, list[dict]] = {}
+            for task in tasks:
+                groups.setdefault(task, []).append(getattr(maker, task)())
+            feat = groups.pop("draw") if self.kind == "continuous" and "draw" in groups else []
+            lists = [[e for g in groups.values() for e in g]] if self.merge else list(groups.values())
+            batch = {"lm": [(collate(g, self.pad), len(g)) for g in lists if g]}
+            if feat:
+                fb = collate(feat, self.pad)
+                fb["query_pos"] = torch.tensor([e["query_start"] for e in feat])[:, None] + torch.arange(36)[None]
+                fb["target"] = code_features()[torch.tensor([e["feat_codes"] for e in feat])]
+                batch["feat"] = fb
+            yield batch
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: int = 48, lr: float = 2e-3,
+          hidden: int = 192, layers: int = 6, heads: int = 6, log_every: int = 100, device: str = "cpu",
+          workers: int = 0, max_minutes: float | None = None, init: str | None = None,
+          task_mix: dict[str, float] | None = None) -> dict:
+    torch.set_num_threads(int(os.environ.get("SILMM_THREADS", "1")))
+    torch.manual_seed(seed)  # script entry point: the only place that seeds globally
+    dev = torch.device(device)
+    tok = build_tokenizer()
+    model = WorldLM(world_config(kind, hidden=hidden, layers=layers, heads=heads))
+    if init:  # continue from an earlier checkpoint (a later stage of a multi-stage recipe)
+        from safetensors.torch import load_file
+
+        missing, unexpected = model.load_state_dict(load_file(str(Path(init) / "model.safetensors")), strict=False)
+        if unexpected:
+            raise ValueError(f"--init {init!r} has weights this model does not: {unexpected[:5]}")
+    model = model.to(dev).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    warm = max(1, steps // 20)
+    t0 = time.time()
+
+    def progress(step: int) -> float:
+        """Schedule position; a time-budgeted run (--max-minutes) anneals by wall clock and is not bit-reproducible."""
+        done = step / steps
+        return max(done, (time.time() - t0) / (60 * max_minutes)) if max_minutes else done
+
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress(s))))
+    )
+    stream = BatchStream(kind, tok.get_vocab(), seed, batch_size, tok.pad_token_id, merge_tasks=dev.type == "cuda",
+                         task_mix=task_mix or TASK_MIX)
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = []
+    bar = tqdm(zip(range(steps), loader), total=steps, desc=f"train world-{kind}", unit="step", mininterval=2)
+    stopped_early = False
+    for step, batch in bar:
+        if max_minutes is not None and time.time() - t0 > 60 * max_minutes:
+            stopped_early = True
+            break
+        parts = [(lm_loss(model, _to(b, dev)), k) for b, k in batch["lm"]]
+        n = sum(k for _, k in parts)
+        loss = sum(lo * k for (lo, _), k in parts) / n
+        acc = sum(a * k for (_, a), k in parts) / n
+        if "feat" in batch:
+            fb = _to(batch["feat"], dev)
+            f_loss = F.mse_loss(model.features(fb["ids"], fb["mask"], fb["query_pos"]), fb["target"], reduction="none")
+            f_loss = f_loss.sum(-1).mean()
+            loss = loss + f_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % log_every == 0 or step == steps - 1:
+            rec = {"step": step, "loss": round(loss.item(), 4), "acc": round(acc.item(), 4), "seconds": round(time.time() - t0, 1)}
+            if "feat" in batch:
+                rec["feature_loss"] = round(f_loss.item(), 4)
+            log.append(rec)
+            bar.set_postfix(loss=rec["loss"], acc=rec["acc"])
+    model = model.cpu().eval()
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tok.save_pretrained(out_dir)
+    (out_dir / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    meta = {"kind": kind, "seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr, "hidden": hidden,
+            "layers": layers, "heads": heads, "parameters": sum(p.numel() for p in model.parameters()),
+            "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev), "workers": workers,
+            "seconds": round(time.time() - t0, 1), "final": log[-1],
+            "steps_done": log[-1]["step"] + 1 if not stopped_early else step, "stopped_early": stopped_early,
+            "init": init, "task_mix": task_mix or TASK_MIX}
+    (out_dir / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def _parse_mix(text: str) -> dict[str, float]:
+    mix = {}
+    for part in text.split(","):
+        key, _, value = part.partition("=")
+        if key not in TASK_MIX:
+            raise SystemExit(f"--task-mix: unknown task {key!r}; valid: {sorted(TASK_MIX)}")
+        mix[key] = float(value)
+    return mix
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kind", required=True, choices=["discrete", "continuous"])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--batch-size", type=int, default=48)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--hidden", type=int, default=192)
+    ap.add_argument("--layers", type=int, default=6)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--workers", type=int, default=0, help="data worker processes (part of what fixes a run)")
+    ap.add_argument("--max-minutes", type=float, help="stop early and save after this many minutes (recorded)")
+    ap.add_argument("--init", help="start from this checkpoint folder (a later training stage)")
+    ap.add_argument("--task-mix", help="e.g. see=0.6,draw=0.3,ask=0.05,write=0.05 (default %s)" % TASK_MIX)
+    args = ap.parse_args(argv)
+    meta = train(
+        args.kind,
+        args.out,
+        seed=args.seed,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        hidden=args.hidden,
+        layers=args.layers,
+        heads=args.hidden // 32,
+        device=args.device,
+        workers=args.workers,
+        max_minutes=args.max_minutes,
+        init=args.init,
+        task_mix=_parse_mix(args.task_mix) if args.task_mix else None,
+    )
+    print(json.dumps(meta))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""Sampling: derived seeds, saved PNGs, candidates regenerable from their seed alone."""
+
+import torch
+from PIL import Image
+from tiny_adapter import TinyAdapter
+
+from silmm.adapters.base import Diversity
+from silmm.config import SamplingConfig
+from silmm.sampling import candidate_seed, diversity_from, draw
+
+
+def test_draw_saves_pngs_and_records_regenerable_seeds(tmp_path):
+    adapter = TinyAdapter("discrete")
+    cfg = SamplingConfig(n=3, batch_size=4)
+    records, tensors = draw(
+        adapter, ["red and blue", "a green"], cfg, run_seed=5, iteration=2, iter_dir=tmp_path
+    )
+    assert [(r.prompt_index, r.k) for r in records] == [(p, k) for p in range(2) for k in range(3)]
+    assert [r.seed for r in records] == [candidate_seed(5, 2, r.prompt_index, r.k) for r in records]
+    assert set(tensors) == {f"{i}.ids" for i in range(6)}
+    again = adapter.sample([records[4].prompt], [records[4].seed], diversity_from(cfg))[0]
+    assert torch.equal(again.ids, tensors["4.ids"])
+    with Image.open(tmp_path / records[4].image) as im:
+        assert list(im.convert("RGB").getdata()) == list(again.image.getdata())
+
+
+def test_dropdiv_gives_different_features_and_none_is_deterministic():
+    adapter = TinyAdapter("continuous")
+    drop = adapter.sample(["red and blue"] * 2, [1, 2], Diversity(mode="dropdiv", dropout=0.3))
+    assert not torch.equal(drop[0].feats, drop[1].feats)
+    assert torch.equal(
+        adapter.sample(["red and blue"], [1], Diversity(mode="dropdiv", dropout=0.3))[0].feats, drop[0].feats
+    )
+    plain = adapter.sample(["red and blue"] * 2, [1, 2], Diversity(mode="none"))
+    assert torch.equal(plain[0].feats, plain[1].feats)
+    assert torch.equal(plain[0].feats, adapter.policy_outputs(["red and blue"], plain)[0])  # hooks removed

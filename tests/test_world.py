@@ -1,0 +1,208 @@
+"""The built-in world: grammar, renderer + tokenizer round trip, oracle, question decomposition, world adapters."""
+
+import random
+
+import conformance as C
+import pytest
+import torch
+
+from silmm.adapters.base import Diversity
+from silmm.adapters.world import WorldAdapter
+from silmm.world.data import ExampleMaker, canonical_codes, counterfactual, perturb, scene_ok
+from silmm.world.grammar import ALL_CATEGORIES, CATEGORIES, ParseError, classify, parse_prompt
+from silmm.world.layout import canonical_layout, random_layout, random_scene
+from silmm.world.model import WorldLM, build_tokenizer, features_to_codes, code_features, world_config
+from silmm.world.oracle import SceneView, judge_prompt, verdict
+from silmm.world.questions import QUESTION_TYPES, answer, decompose, question_type
+from silmm.world.scene import Obj, render
+from silmm.world.tokenizer import decode, encode, parse, reconstruction_error
+from silmm.world.writer import is_heldout, sample_prompt
+
+
+@pytest.mark.parametrize("category", ALL_CATEGORIES)
+def test_grammar_round_trip(category):
+    rng = random.Random(category)
+    for _ in range(40):
+        prompt = sample_prompt(category, rng)
+        spec = parse_prompt(prompt)
+        assert classify(spec) == category
+        assert parse_prompt(spec.prompt) == spec  # the normalised text parses to the same facts
+
+
+@pytest.mark.parametrize(
+    "prompt, needle",
+    [
+        ("a pink circle", "'pink'"),
+        ("a circle next to a square", "'next'"),
+        ("two circle", "'two' does not agree"),
+        ("a red circle and", "noun phrase"),
+        ("", "empty"),
+        ("three circles above a square", "between groups"),
+        ("four circles and three squares", "at most 6"),
+    ],
+)
+def test_parser_names_the_problem(prompt, needle):
+    with pytest.raises(ParseError) as err:
+        parse_prompt(prompt)
+    assert needle in str(err.value) and repr(prompt) in str(err.value)
+
+
+def test_heldout_split_is_disjoint_from_drawing_training():
+    rng = random.Random(0)
+    for cat in CATEGORIES:
+        for _ in range(30):
+            assert not is_heldout(parse_prompt(sample_prompt(cat, rng, "train")))
+            assert is_heldout(parse_prompt(sample_prompt(cat, rng, "heldout")))
+
+
+def test_oracle_on_rendered_layouts_is_at_least_99_percent():
+    """Strict verdicts on scenes laid out for their prompts, read back from pixels."""
+    rng = random.Random(1)
+    n = ok = 0
+    for cat in ALL_CATEGORIES:
+        for _ in range(25):
+            prompt = sample_prompt(cat, rng)
+            ok += judge_prompt(prompt, render(random_layout(parse_prompt(prompt), rng))).strict
+            n += 1
+    assert ok / n >= 0.99, ok / n
+
+
+def test_oracle_matches_ground_truth_on_imperfect_scenes():
+    """Pixels -> parse -> verdict/answers equals the verdict/answers computed from the known scene."""
+    rng = random.Random(2)
+    n = agree = 0
+    for _ in range(150):
+        prompt = sample_prompt(rng.choice(CATEGORIES), rng)
+        spec = parse_prompt(prompt)
+        objs = random_layout(spec, rng)
+        cand = perturb(objs, rng)
+        objs = cand if scene_ok(cand) else objs
+        truth, seen = SceneView.from_objs(objs), SceneView.from_image(render(objs))
+        for q in decompose(spec):
+            agree += answer(q.text, truth) == answer(q.text, seen)
+            n += 1
+        agree += verdict(spec, truth) == verdict(spec, seen)
+        n += 1
+    assert agree / n >= 0.99, agree / n
+
+
+def test_tokenizer_round_trip_is_lossless():
+    rng = random.Random(3)
+    for _ in range(100):
+        objs = random_scene(rng)
+        while not scene_ok(objs):
+            objs = random_scene(rng)
+        image = render(objs)
+        assert encode(image) == canonical_codes(objs)
+        assert reconstruction_error(image) == 0.0
+        assert parse(decode(encode(image))).residual == 0
+
+
+def test_canonical_layouts_satisfy_their_prompts():
+    rng = random.Random(4)
+    for cat in ALL_CATEGORIES:
+        for _ in range(15):
+            prompt = sample_prompt(cat, rng)
+            assert judge_prompt(prompt, render(canonical_layout(parse_prompt(prompt)))).strict
+
+
+def test_decomposition_covers_extras_and_counts():
+    qs = decompose("two green triangles and a red square to the left of a blue circle")
+    texts = [q.text for q in qs]
+    assert "are there exactly four objects?" in texts  # catches what the prompt did not ask for
+    assert "are there exactly two green triangles?" in texts
+    assert "is the red square to the left of the blue circle?" in texts
+    assert {q.type for q in qs} <= set(QUESTION_TYPES)
+    for q in qs:
+        assert all(texts[p].startswith("is there a") for p in q.parents)
+        assert question_type(q.text) == q.type
+    # an extra object makes exactly one question false: the total count
+    objs = [Obj(1, 0, "triangle", "green"), Obj(1, 2, "triangle", "green"), Obj(4, 0, "square", "red"),
+            Obj(4, 3, "circle", "blue")]
+    view = SceneView.from_objs(objs)
+    assert all(answer(t, view) for t in texts)
+    extra = SceneView.from_objs([*objs, Obj(0, 5, "diamond", "yellow", size="small")])
+    assert [t for t in texts if not answer(t, extra)] == ["are there exactly four objects?"]
+
+
+def test_swapped_binding_is_answered_no():
+    view = SceneView.from_objs([Obj(2, 0, "square", "blue"), Obj(2, 3, "circle", "red")])
+    assert not answer("is there a red square?", view)
+    assert answer("is there a blue square?", view)
+    assert not judge_prompt("a red square and a blue circle", render(list(view.objects))).facts_only
+
+
+def test_counterfactual_questions_give_both_answers():
+    rng = random.Random(5)
+    answers = []
+    for _ in range(50):
+        spec = parse_prompt(sample_prompt(rng.choice(CATEGORIES), rng))
+        view = SceneView.from_objs(random_layout(spec, rng))
+        answers += [answer(q.text, view) for q in decompose(counterfactual(spec, rng))]
+    assert 0.2 < sum(answers) / len(answers) < 0.9
+
+
+def test_example_maker_is_deterministic():
+    vocab = build_tokenizer().get_vocab()
+    a, b = ExampleMaker("discrete", vocab, 7), ExampleMaker("discrete", vocab, 7)
+    for task in ("draw", "see", "ask", "write"):
+        assert getattr(a, task)() == getattr(b, task)()
+
+
+def test_feature_decoder_is_exact_on_code_features():
+    codes = torch.arange(289)
+    assert torch.equal(features_to_codes(code_features()[codes]), codes)
+
+
+# --- the adapter, on a tiny random world model built from a config, then the shipped checkpoints ---------
+
+
+def tiny_world(kind: str, seed: int = 0) -> WorldAdapter:
+    torch.manual_seed(seed)
+    return WorldAdapter(WorldLM(world_config(kind, hidden=32, layers=2, heads=2)), f"world-{kind}")
+
+
+@pytest.mark.parametrize("kind", ["discrete", "continuous"])
+def test_conformance(kind, tmp_path):
+    adapter = tiny_world(kind)
+    C.check_protocol(adapter)
+    C.check_text_skills(adapter)
+    samples = C.check_sample(adapter)
+    C.check_diversity(adapter)
+    C.check_yes_no(adapter, [s.image for s in samples])
+    fixed = tiny_world(kind).sample(C.PROMPTS, [1, 2], Diversity(mode="none"))
+    C.check_policy_outputs_lora(tiny_world(kind), fixed)
+    C.check_save_reload(tiny_world(kind), tiny_world(kind), fixed, str(tmp_path / "lora"))
+    C.check_merge(tiny_world(kind), fixed)
+    other = "continuous" if kind == "discrete" else "discrete"
+    foreign = tiny_world(other)
+    foreign.add_lora(r=2, alpha=4, dropout=0.0, target_modules=["q_proj"])
+    foreign.save_adapter(str(tmp_path / "foreign"))
+    C.check_foreign_adapter(tiny_world(kind), str(tmp_path / "foreign"))
+
+
+@pytest.mark.parametrize("name", ["world-discrete", "world-continuous"])
+def test_shipped_checkpoint_loads_draws_and_answers(name):
+    from silmm.adapters import load_adapter
+
+    adapter = load_adapter(name)
+    diversity = Diversity("nucleus") if adapter.kind == "discrete" else Diversity("none")
+    samples = adapter.sample(["a red circle", "a large striped blue square"], [0, 1], diversity)
+    verdicts = [judge_prompt(s.prompt, s.image) for s in samples]
+    assert sum(v.facts_only for v in verdicts) >= 1  # a trained model draws single objects
+    p_yes, p_no = adapter.answer_yes_no([samples[0].image], ["is there a circle?"])
+    assert 0 <= float(p_yes[0] + p_no[0]) <= 1 + 1e-6
+    assert all(isinstance(q, str) for q in adapter.write_questions(["a red circle"])[0])
+
+
+def test_unknown_model_and_missing_checkpoint(tmp_path):
+    from silmm.adapters import load_adapter
+
+    with pytest.raises(ValueError, match="unknown model 'nope'.*world-discrete"):
+        load_adapter("nope")
+    (tmp_path / "config.json").write_text('{"world_kind": "discrete"}')
+    with pytest.raises(FileNotFoundError, match="lacks config.json or model.safetensors"):
+        load_adapter(str(tmp_path))
+    (tmp_path / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="cannot load the world model"):
+        load_adapter(str(tmp_path))
