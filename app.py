@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from html import escape
 from pathlib import Path
 
 import gradio as gr
@@ -35,10 +36,11 @@ from silmm.app_backend import (
     curves_figure,
     results_figure,
 )
-from silmm.config import DIVERSITY_MODES, QUESTION_MODES, SCORE_RULES
+from silmm.config import QUESTION_MODES, SCORE_RULES
 from silmm.world.grammar import ALL_CATEGORIES, CATEGORIES
 
 T2I_CATEGORIES = ("color", "shape", "texture", "spatial", "3d_spatial", "numeracy", "non_spatial", "complex")
+LOG_LINES = 14
 SHOW_PX = 192  # world images are 64 px: shown enlarged without smoothing
 DESCRIPTION = """# SILMM: self-improving multimodal models
 A model writes compositional prompts, draws N candidates per prompt, asks itself yes/no questions about each
@@ -73,6 +75,70 @@ def truth(value: bool | None) -> str:
     return "" if value is None else ("yes" if value else "no")
 
 
+def verdict(oracle: dict | None) -> str:
+    if oracle is None:
+        return ""
+    return "strict ✓" if oracle["strict"] else "facts ✓" if oracle["facts_only"] else "✗"
+
+
+def compare_card(item: dict, iteration: int) -> str:
+    """One prompt: the before and after images side by side, the per-question answers, the score change."""
+    b, a = item["before"], item["after"]
+    world = "oracle" in b
+    rows = []
+    for i, q in enumerate(item["questions"]):
+        cells = [
+            escape(q),
+            f"{b['p_yes'][i]:.2f} / {b['p_no'][i]:.2f}",
+            f"{a['p_yes'][i]:.2f} / {a['p_no'][i]:.2f}",
+        ]
+        if world:
+            cells.append(f"{truth(b['oracle']['answers'][i])} → {truth(a['oracle']['answers'][i])}")
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    heads = ["question", "before p(yes) / p(no)", "after p(yes) / p(no)"] + (["oracle"] if world else [])
+    table = "<table><tr>" + "".join(f"<th>{h}</th>" for h in heads) + "</tr>" + "".join(rows) + "</table>"
+
+    def figure(side: dict, label: str) -> str:
+        note = f"<br>oracle: {verdict(side['oracle'])}" if world else ""
+        return f"<figure><img src='{data_uri(side['image'])}'><figcaption>{label}{note}</figcaption></figure>"
+
+    color = "#1a7f37" if item["gain"] > 0 else "#cf222e" if item["gain"] < 0 else "#57606a"
+    head = (
+        f"<b>{escape(item['prompt'])}</b> · {item['category']} · seed {item['seed']} · score {b['score']:+.3f} → "
+        f"{a['score']:+.3f} <span style='color:{color}'>({item['gain']:+.3f})</span>"
+    )
+    body = figure(b, f"before (iter {iteration - 1})") + figure(a, f"after (iter {iteration})") + table
+    return f"<div class='silmm-cmp'><div>{head}</div><div class='silmm-cmp-row'>{body}</div></div>"
+
+
+def compare_prompts_table(items: list[dict]) -> pd.DataFrame:
+    rows = []
+    for it in items:
+        b, a = it["before"], it["after"]
+        row = {"prompt": it["prompt"], "category": it["category"], "seed": it["seed"],
+               "score before": round(b["score"], 4), "score after": round(a["score"], 4), "gain": round(it["gain"], 4)}  # fmt: skip
+        if "oracle" in b:
+            row |= {"oracle before": verdict(b["oracle"]), "oracle after": verdict(a["oracle"])}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def compare_questions_table(items: list[dict]) -> pd.DataFrame:
+    rows = []
+    for it in items:
+        b, a = it["before"], it["after"]
+        for i, q in enumerate(it["questions"]):
+            row = {"prompt": it["prompt"], "question": q, "before p(yes)": round(b["p_yes"][i], 4),
+                   "before p(no)": round(b["p_no"][i], 4), "after p(yes)": round(a["p_yes"][i], 4),
+                   "after p(no)": round(a["p_no"][i], 4)}  # fmt: skip
+            if "oracle" in b:
+                row["oracle before -> after"] = (
+                    f"{truth(b['oracle']['answers'][i])} -> {truth(a['oracle']['answers'][i])}"
+                )
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def create_demo(
     model: str = "world-discrete",
     *,
@@ -98,8 +164,8 @@ def create_demo(
         for c in res["candidates"]:
             o = c.get("oracle")
             tag = f" · {c['role'].upper()}" if c["role"] else ""
-            verdict = f" · oracle: {'strict ✓' if o['strict'] else 'facts ✓' if o['facts_only'] else '✗'}" if o else ""
-            gallery.append((big(c["image"]), f"#{c['k']} score {c['score']:+.3f}{tag}{verdict}"))
+            judged = f" · oracle: {verdict(o)}" if o else ""
+            gallery.append((big(c["image"]), f"#{c['k']} score {c['score']:+.3f}{tag}{judged}"))
             row = {"#": c["k"], "seed": c["seed"], "model score": round(c["score"], 4), "role": c["role"]}
             if o:
                 row |= {"oracle strict": o["strict"], "oracle facts": o["facts_only"], "objects": o["n_objects"],
@@ -112,7 +178,12 @@ def create_demo(
                     r |= {"oracle says": truth(o["answers"][i])}
                 qrows.append(r)
         note = f"**{len(res['candidates'])} candidates** for *{res['prompt']}*, {len(res['questions'])} questions each."
-        return gallery, pd.DataFrame(cands), pd.DataFrame(qrows), note + (f"  \n⚠ {res['note']}" if res["note"] else "")
+        return (
+            gallery,
+            pd.DataFrame(cands),
+            pd.DataFrame(qrows),
+            note + (f"  \n⚠ {res['note']}" if res["note"] else ""),
+        )
 
     def start_run(
         name: str, model: str, iterations: float, categories: list[str], per_category: float, n: float,
@@ -140,17 +211,25 @@ def create_demo(
         job, prog = v["job"], v["progress"]
         if job is None:
             return "No training job yet: fill in the form and press **Start**.", "", curves_figure([]), ""
-        where = {0: "running", None: job.state}.get(v["position"], f"queued, position {v['position']} in line")
+        where = {0: "running", None: job.state}.get(
+            v["position"], f"queued, position {v['position']} in line"
+        )
         status = f"**{job.run}** · {where}" + (f" · exit status {job.returncode}" if job.returncode else "")
         if len(v["queue"]) > 1:
-            status += "  \nqueue: " + ", ".join(f"{q['position']}. {q['run']} ({q['state']})" for q in v["queue"])
+            status += "  \nqueue: " + ", ".join(
+                f"{q['position']}. {q['run']} ({q['state']})" for q in v["queue"]
+            )
         stages = ""
         if prog:
-            marks = " → ".join(("✅ " if s in prog["done"] else "⏳ " if s == prog["stage"] else "") + s
+            marks = " → ".join(("✓ " if s in prog["done"] else "▶ " if s == prog["stage"] else "") + s
                                for s in ("prompts", "sampling", "feedback", "pairs", "train", "measure"))  # fmt: skip
             stages = (f"iteration **{prog['iteration']} / {prog['iterations']}** · stage **{prog['stage']}** "
                       f"({prog['stage_fraction']:.0%}) · run {prog['fraction']:.0%}  \n{marks}")  # fmt: skip
-        return status, stages, curves_figure(v["summary"]), v["log"]
+        lines = v["log"].split("\n")
+        done = [ln for ln in lines if ln.startswith("iter ") and " | " in ln]
+        if done:
+            stages += "  \n" + "  \n".join(f"`{ln}`" for ln in done[-5:])
+        return status, stages, curves_figure(v["summary"]), "\n".join(lines[-LOG_LINES:])
 
     def watch_run(run: str, progress: gr.Progress = gr.Progress()) -> Iterator[tuple]:  # noqa: B008
         """Streams the job panel until the job is neither queued nor running (also after a browser reload)."""
@@ -175,33 +254,9 @@ def create_demo(
             if not it.isdigit():
                 raise InputError(f"choose an iteration of run {run!r} (iter_<k>), not {iteration!r}")
             res = be.compare(run, int(it), category=category or "all", sort=sort, limit=limit)
-        html, prows, qrows = [], [], []
-        for item in res["items"]:
-            b, a = item["before"], item["after"]
-            oracle = lambda s: "" if "oracle" not in s else f"<br>oracle: {'strict ✓' if s['oracle']['strict'] else 'facts ✓' if s['oracle']['facts_only'] else '✗'}"  # noqa: E731
-            qs = "".join(
-                f"<tr><td>{q}</td><td>{b['p_yes'][i]:.2f} / {b['p_no'][i]:.2f}</td><td>{a['p_yes'][i]:.2f} / {a['p_no'][i]:.2f}</td>"
-                + (f"<td>{truth(b['oracle']['answers'][i])} → {truth(a['oracle']['answers'][i])}</td>" if "oracle" in b else "")
-                + "</tr>"
-                for i, q in enumerate(item["questions"])
-            )  # fmt: skip
-            color = "#1a7f37" if item["gain"] > 0 else "#cf222e" if item["gain"] < 0 else "#57606a"
-            html.append(
-                f"<div class='silmm-cmp'><div class='silmm-cmp-head'><b>{item['prompt']}</b> · {item['category']} · seed {item['seed']}"
-                f" · score {b['score']:+.3f} → {a['score']:+.3f} <span style='color:{color}'>({item['gain']:+.3f})</span></div>"
-                f"<div class='silmm-cmp-row'><figure><img src='{data_uri(b['image'])}'><figcaption>before (iter {res['iteration'] - 1}){oracle(b)}</figcaption></figure>"
-                f"<figure><img src='{data_uri(a['image'])}'><figcaption>after (iter {res['iteration']}){oracle(a)}</figcaption></figure>"
-                f"<table><tr><th>question</th><th>before p(yes)/p(no)</th><th>after p(yes)/p(no)</th>{'<th>oracle</th>' if 'oracle' in b else ''}</tr>{qs}</table></div></div>"
-            )  # fmt: skip
-            prows.append({"prompt": item["prompt"], "category": item["category"], "seed": item["seed"],
-                          "score before": round(b["score"], 4), "score after": round(a["score"], 4), "gain": round(item["gain"], 4)}
-                         | ({"oracle before": b["oracle"]["strict"], "oracle after": a["oracle"]["strict"]} if "oracle" in b else {}))  # fmt: skip
-            for i, q in enumerate(item["questions"]):
-                qrows.append({"prompt": item["prompt"], "question": q, "before p(yes)": round(b["p_yes"][i], 4),
-                              "before p(no)": round(b["p_no"][i], 4), "after p(yes)": round(a["p_yes"][i], 4),
-                              "after p(no)": round(a["p_no"][i], 4)})  # fmt: skip
-        head = f"<p>Run <b>{res['run']}</b>, iteration {res['iteration']}: {len(res['items'])} prompts, the same seeds before and after.</p>"
-        return head + "".join(html), pd.DataFrame(prows), pd.DataFrame(qrows)
+        cards = "".join(compare_card(item, res["iteration"]) for item in res["items"])
+        head = f"<p>Run <b>{escape(res['run'])}</b>, iteration {res['iteration']}: {len(res['items'])} prompts, the same seeds before and after.</p>"  # fmt: skip
+        return head + cards, compare_prompts_table(res["items"]), compare_questions_table(res["items"])
 
     def evaluate(
         benchmark: str, model: str, adapter: str, categories: list[str], limit: float, images_per_prompt: float,
@@ -251,20 +306,24 @@ def create_demo(
         value = f"{run}/iter_{its[-1]}" if its else "(none)"
         return gr.Tabs(selected="evaluate"), gr.Dropdown(value=value)
 
+    def modes_for(model: str) -> object:
+        modes = be.modes_for(model)
+        return gr.Dropdown(choices=list(modes), value=modes[0])
+
     def categories_for(benchmark: str) -> object:
         choices = {"world": ALL_CATEGORIES, "t2i-compbench": T2I_CATEGORIES}.get(benchmark, ())
         return gr.CheckboxGroup(choices=list(choices), value=list(choices)[:2])
 
     # -- layout ---------------------------------------------------------------------------------------------------
     models = be.models
-    discrete = ("nucleus", "none")
+    modes = be.modes_for(model if model in models else "")
     with gr.Blocks(title="SILMM") as demo:
         gr.Markdown(DESCRIPTION)
         with gr.Tabs() as tabs:
             with gr.Tab("Generate & inspect", id="generate"):
                 with gr.Row():
                     with gr.Column(scale=2):
-                        g_prompt = gr.Textbox(label="Prompt", placeholder="a red circle to the left of a blue square",
+                        g_prompt = gr.Textbox(label="Prompt", elem_id="g-prompt", placeholder="a red circle to the left of a blue square",
                                               max_length=MAX_PROMPT_CHARS + 200, lines=2)  # fmt: skip
                         with gr.Row():
                             g_category = gr.Dropdown(list(ALL_CATEGORIES), value="color", label="Category")
@@ -275,55 +334,79 @@ def create_demo(
                         g_seed = gr.Number(0, label="Seed", precision=0, minimum=0)
                 with gr.Accordion("Sampling and scoring", open=False):
                     with gr.Row():
-                        g_mode = gr.Dropdown(list(DIVERSITY_MODES), value="nucleus", label="Diversity mode")
+                        g_mode = gr.Dropdown(list(modes), value=modes[0], label="Diversity mode")
                         g_rule = gr.Dropdown(list(SCORE_RULES), value="prob_diff", label="Score rule")
                         g_questions = gr.Radio(list(QUESTION_MODES), value="self", label="Questions",
                                                info="self: the model asks; gt: the world's decomposition; whole: one question")  # fmt: skip
                 g_go = gr.Button("Generate", variant="primary")
                 g_note = gr.Markdown()
-                g_gallery = gr.Gallery(label="Candidates", columns=4, height="auto", object_fit="contain")
-                g_cands = gr.Dataframe(label="Candidates: the model's score beside the oracle's verdict", interactive=False)
+                g_gallery = gr.Gallery(
+                    label="Candidates", elem_id="g-gallery", columns=4, height="auto", object_fit="contain"
+                )
+                g_cands = gr.Dataframe(
+                    label="Candidates: the model's score beside the oracle's verdict", interactive=False
+                )
                 g_qs = gr.Dataframe(label="Questions per candidate", interactive=False, max_height=360)
 
             with gr.Tab("Self-improve", id="improve"):
                 with gr.Row():
-                    s_name = gr.Textbox(value=time.strftime("run-%m%d-%H%M"), label="Run name")
+                    s_name = gr.Textbox(
+                        value=time.strftime("run-%m%d-%H%M"), label="Run name", elem_id="s-name"
+                    )
                     s_model = gr.Dropdown(models, value=model if model in models else None, label="Model")
-                    s_iters = gr.Number(1, label="Iterations", precision=0, minimum=1, maximum=LIMITS["iterations"][1])
+                    s_iters = gr.Number(
+                        1, label="Iterations", precision=0, minimum=1, maximum=LIMITS["iterations"][1]
+                    )
                     s_seed = gr.Number(0, label="Seed", precision=0, minimum=0)
-                s_cats = gr.CheckboxGroup(list(CATEGORIES), value=["color", "spatial2d"], label="Prompt categories")
+                s_cats = gr.CheckboxGroup(
+                    list(CATEGORIES), value=["color", "spatial2d"], label="Prompt categories"
+                )
                 with gr.Row():
-                    s_per = gr.Number(4, label="Prompts per category", precision=0, minimum=1)
-                    s_n = gr.Number(4, label="N candidates", precision=0, minimum=2)
+                    s_per = gr.Number(
+                        4, label="Prompts per category", precision=0, minimum=1, elem_id="s-per"
+                    )
+                    s_n = gr.Number(4, label="N candidates", precision=0, minimum=2, elem_id="s-n")
                     s_beta = gr.Number(0.1, label="β (DPO)", minimum=0)
                     s_gamma = gr.Number(1.0, label="γ (KC-DPO)", minimum=0)
-                    s_gap = gr.Number(0.1, label="Min score gap", minimum=0, maximum=2)
+                    s_gap = gr.Number(0.1, label="Min score gap", minimum=0, maximum=2, elem_id="s-gap")
                 with gr.Row():
-                    s_mode = gr.Dropdown(list(DIVERSITY_MODES), value=discrete[0], label="Diversity mode")
+                    s_mode = gr.Dropdown(list(modes), value=modes[0], label="Diversity mode")
                     s_rule = gr.Dropdown(list(SCORE_RULES), value="prob_diff", label="Score rule")
-                    s_questions = gr.Radio(list(QUESTION_MODES), value="self", label="Questions")
-                    s_heldout = gr.Checkbox(False, label="Held-out evaluation each iteration (world; ~30 s each)")
+                    s_questions = gr.Radio(
+                        list(QUESTION_MODES), value="self", label="Questions", elem_id="s-questions"
+                    )
+                    s_heldout = gr.Checkbox(
+                        False, label="Held-out evaluation each iteration (world; ~30 s each)"
+                    )
                 with gr.Row():
                     s_start = gr.Button("Start", variant="primary")
                     s_stop = gr.Button("Stop", variant="stop")
                     s_resume = gr.Button("Resume")
                 s_watched = gr.State("")
                 s_msg = gr.Markdown()
-                s_status = gr.Markdown()
-                s_stages = gr.Markdown()
-                s_plot = gr.Plot(label="Curves per iteration")
-                s_log = gr.Textbox(label="Log", lines=12, max_lines=12, autoscroll=True, interactive=False)
+                s_status = gr.Markdown(elem_id="s-status")
+                s_stages = gr.Markdown(elem_id="s-stages")
+                s_plot = gr.Plot(label="Curves per iteration", elem_id="s-plot")
+                s_log = gr.Textbox(
+                    label="Log (the last lines)",
+                    lines=LOG_LINES,
+                    max_lines=LOG_LINES,
+                    autoscroll=True,
+                    interactive=False,
+                )
 
             with gr.Tab("Compare", id="compare"):
                 with gr.Row():
-                    c_run = gr.Dropdown(be.run_names(), label="Run")
-                    c_iter = gr.Dropdown([], label="Iteration")
-                    c_cat = gr.Dropdown(["all", *ALL_CATEGORIES], value="all", label="Category")
+                    c_run = gr.Dropdown(be.run_names(), label="Run", elem_id="c-run", allow_custom_value=True)
+                    c_iter = gr.Dropdown([], label="Iteration", allow_custom_value=True)
+                    c_cat = gr.Dropdown(
+                        ["all", *ALL_CATEGORIES], value="all", label="Category", allow_custom_value=True
+                    )
                     c_sort = gr.Radio([("largest gain", "gain"), ("largest drop", "drop"), ("prompt order", "prompt")],
                                       value="gain", label="Sort")  # fmt: skip
                     c_limit = gr.Slider(1, LIMITS["compare_prompts"][1], value=6, step=1, label="Prompts")
                 c_go = gr.Button("Compare", variant="primary")
-                c_html = gr.HTML()
+                c_html = gr.HTML(elem_id="c-html")
                 c_prompts = gr.Dataframe(label="Per prompt", interactive=False)
                 c_qs = gr.Dataframe(label="Per question", interactive=False, max_height=300)
 
@@ -331,40 +414,71 @@ def create_demo(
                 with gr.Row():
                     e_bench = gr.Radio(list(BENCHMARKS), value="world", label="Benchmark")
                     e_model = gr.Dropdown(models, value=model if model in models else None, label="Model")
-                    e_adapter = gr.Dropdown(["(none)"], value="(none)", label="Adapter (run / iteration)")
-                e_cats = gr.CheckboxGroup(list(ALL_CATEGORIES), value=["color", "spatial2d"], label="Categories")
+                    e_adapter = gr.Dropdown(
+                        ["(none)"],
+                        value="(none)",
+                        label="Adapter (run / iteration)",
+                        allow_custom_value=True,
+                        elem_id="e-adapter",
+                    )
+                e_cats = gr.CheckboxGroup(
+                    list(ALL_CATEGORIES), value=["color", "spatial2d"], label="Categories"
+                )
                 with gr.Row():
-                    e_limit = gr.Number(10, label="Prompts per category (limit)", precision=0, minimum=1)
-                    e_ipp = gr.Number(2, label="Images per prompt", precision=0, minimum=1, maximum=8)
+                    e_limit = gr.Number(
+                        10, label="Prompts per category (limit)", precision=0, minimum=1, elem_id="e-limit"
+                    )
+                    e_ipp = gr.Number(
+                        2, label="Images per prompt", precision=0, minimum=1, maximum=8, elem_id="e-ipp"
+                    )
                 e_go = gr.Button("Evaluate", variant="primary")
-                e_summary = gr.Markdown()
+                e_summary = gr.Markdown(elem_id="e-summary")
                 e_table = gr.Dataframe(label="Results per category", interactive=False)
-                e_plot = gr.Plot(label="Score per category")
+                e_plot = gr.Plot(label="Score per category", elem_id="e-plot")
                 e_files = gr.File(label="Download JSON / CSV", file_count="multiple")
                 with gr.Accordion("Earlier results: overlay base vs iteration k", open=True):
-                    e_saved = gr.Dropdown(be.saved_results(), multiselect=True, label="Saved results")
+                    e_saved = gr.Dropdown(
+                        be.saved_results(),
+                        multiselect=True,
+                        label="Saved results",
+                        allow_custom_value=True,
+                        elem_id="e-saved",
+                    )
                     e_overlay = gr.Button("Overlay")
 
             with gr.Tab("Runs", id="runs"):
                 r_refresh = gr.Button("Refresh")
-                r_table = gr.Dataframe(pd.DataFrame(be.list_runs()), label=f"Runs in {be.runs_dir}", interactive=False)
+                r_table = gr.Dataframe(
+                    pd.DataFrame(be.list_runs()),
+                    label=f"Runs in {be.runs_dir}",
+                    interactive=False,
+                    elem_id="r-table",
+                )
                 with gr.Row():
-                    r_run = gr.Dropdown(be.run_names(), label="Run")
+                    r_run = gr.Dropdown(be.run_names(), label="Run", elem_id="r-run", allow_custom_value=True)
                     r_compare = gr.Button("Open in Compare")
                     r_eval = gr.Button("Open in Evaluate")
 
         # -- events -------------------------------------------------------------------------------------------------
         gen_inputs = [g_model, g_prompt, g_n, g_seed, g_mode, g_rule, g_questions]
+        g_model.change(modes_for, g_model, g_mode, api_name=False)
+        s_model.change(modes_for, s_model, s_mode, api_name=False)
         g_random.click(random_prompt, [g_model, g_category, g_seed], g_prompt, api_name="random_prompt")
-        g_go.click(generate, gen_inputs, [g_gallery, g_cands, g_qs, g_note], api_name="generate", concurrency_limit=2)
-        g_prompt.submit(generate, gen_inputs, [g_gallery, g_cands, g_qs, g_note], api_name=False, concurrency_limit=2)
+        g_go.click(
+            generate, gen_inputs, [g_gallery, g_cands, g_qs, g_note], api_name="generate", concurrency_limit=2
+        )
+        g_prompt.submit(
+            generate, gen_inputs, [g_gallery, g_cands, g_qs, g_note], api_name=False, concurrency_limit=2
+        )
 
         form = [s_name, s_model, s_iters, s_cats, s_per, s_n, s_beta, s_gamma, s_mode, s_rule, s_questions, s_gap, s_heldout, s_seed]  # fmt: skip
         panel = [s_status, s_stages, s_plot, s_log]
         watch = {"fn": watch_run, "inputs": s_watched, "outputs": panel, "concurrency_limit": None}
-        s_start.click(start_run, form, [s_watched, s_msg], api_name="start_run").success(**watch, api_name=False)
+        s_start.click(start_run, form, [s_watched, s_msg], api_name="start_run").success(
+            **watch, api_name=False
+        )
         s_resume.click(resume_run, [s_name, s_iters], [s_watched, s_msg], api_name="resume_run").success(**watch, api_name=False)  # fmt: skip
-        s_stop.click(stop_run, s_name, s_msg, api_name="stop_run")
+        s_stop.click(stop_run, s_watched, s_msg, api_name="stop_run")
         demo.load(**watch, api_name="watch_run")
 
         c_run.change(iterations_for, c_run, c_iter, api_name=False)
@@ -397,10 +511,11 @@ def results_table(results: list[dict]) -> pd.DataFrame:
 
 
 CSS = """
+#g-gallery .grid-wrap.fixed-height { min-height: 0; }
 .silmm-cmp { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 8px; margin: 8px 0; }
 .silmm-cmp-row { display: flex; gap: 12px; align-items: flex-start; flex-wrap: wrap; }
 .silmm-cmp figure { margin: 0; text-align: center; font-size: 0.85em; }
-.silmm-cmp img { image-rendering: pixelated; width: 160px; height: 160px; }
+.silmm-cmp img { image-rendering: pixelated; width: 160px; height: 160px; border: 1px solid var(--border-color-primary); }
 .silmm-cmp table { font-size: 0.85em; border-collapse: collapse; }
 .silmm-cmp td, .silmm-cmp th { padding: 2px 8px; border-bottom: 1px solid var(--border-color-primary); }
 """
@@ -409,12 +524,18 @@ LAUNCH = {"show_error": True, "ssr_mode": False, "css": CSS}  # gradio 6: css/th
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="world-discrete", help="default model: a registered name or a world folder")
+    parser.add_argument(
+        "--model", default="world-discrete", help="default model: a registered name or a world folder"
+    )
     parser.add_argument("--port", type=int, default=None, help="server port (default: gradio's, 7860)")
     parser.add_argument("--host", default=None, help="server address (default 127.0.0.1; Spaces set 0.0.0.0)")
-    parser.add_argument("--runs-dir", default=None, help="where runs and evaluations are written (env SILMM_RUNS_DIR)")
+    parser.add_argument(
+        "--runs-dir", default=None, help="where runs and evaluations are written (env SILMM_RUNS_DIR)"
+    )
     args = parser.parse_args()
-    create_demo(args.model, runs_dir=args.runs_dir).launch(server_name=args.host, server_port=args.port, **LAUNCH)
+    create_demo(args.model, runs_dir=args.runs_dir).launch(
+        server_name=args.host, server_port=args.port, **LAUNCH
+    )
 
 
 if __name__ == "__main__":

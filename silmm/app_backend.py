@@ -118,9 +118,14 @@ class Backend:
         self.jobs = app_jobs.JobManager(self.runs_dir)
         self._cache: OrderedDict[tuple, tuple[Any, threading.Lock]] = OrderedDict()
         self._cache_lock = threading.Lock()
+        self._load_lock = threading.Lock()
         self.max_cached = max_cached
 
     # -- models -----------------------------------------------------------------------------------------------
+    def modes_for(self, name: str) -> tuple[str, ...]:
+        """The diversity modes that apply to a model (its kind decides); all of them when unknown."""
+        return MODE_FOR_KIND.get(model_kind(name) if name else None, DIVERSITY_MODES)
+
     def check_model(self, name: str) -> str:
         if name not in self.models:
             raise InputError(f"model {name!r} is not available; choose one of {self.models}")
@@ -133,10 +138,14 @@ class Backend:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-        adapter = load_adapter(name, weights=weights or None, device=self.device)
-        for k in range(1, upto + 1):
-            adapter.load_adapter(str(runio.RunLayout(run).adapter(k)))
-            adapter.merge_adapter()
+        with self._load_lock:  # one load at a time, so concurrent first requests do not load a model twice
+            with self._cache_lock:
+                if key in self._cache:
+                    return self._cache[key]
+            adapter = load_adapter(name, weights=weights or None, device=self.device)
+            for k in range(1, upto + 1):
+                adapter.load_adapter(str(runio.RunLayout(run).adapter(k)))
+                adapter.merge_adapter()
         with self._cache_lock:
             self._cache[key] = (adapter, threading.Lock())
             while len(self._cache) > self.max_cached:
@@ -299,9 +308,19 @@ class Backend:
         return self._submit(form.name, app_jobs.command(path, resume=False), resume=False)
 
     def resume_run(self, run: str, iterations: int | None = None) -> app_jobs.Job:
-        """Queue `python -m silmm run runs/<run>/config.yaml --resume` (optionally with more iterations)."""
-        root = self.run_root(run)
+        """Queue `python -m silmm run runs/<run>/config.yaml --resume` (optionally with more iterations).
+        A job stopped before the loop created its folder is started again from the form's config."""
         extra = [f"run.iterations={check_range('iterations', iterations)}"] if iterations else []
+        pending = self.jobs.dir / f"{(run or '').strip()}.yaml"
+        if (
+            _NAME.match((run or "").strip())
+            and not (self.runs_dir / run.strip()).exists()
+            and pending.is_file()
+        ):
+            return self._submit(
+                run.strip(), app_jobs.command(pending, resume=False, overrides=extra), resume=False
+            )
+        root = self.run_root(run)
         return self._submit(root.name, app_jobs.command(root / "config.yaml", resume=True, overrides=extra), resume=True)  # fmt: skip
 
     def _submit(self, run: str, argv: list[str], resume: bool) -> app_jobs.Job:
@@ -536,7 +555,7 @@ def oracle_view(prompt: str, image: Any, questions: list[str]) -> dict:
 
 
 def _fmt(x: float | None) -> str:
-    return "" if x is None else f"{x:.3f}"
+    return "" if x is None else f"{x:.4g}"
 
 
 def _csv(rows: list[dict]) -> str:
@@ -563,7 +582,12 @@ def curves_figure(summary: list[dict]) -> go.Figure:
         [m.get("judge_agreement", {}).get("overall") for m in summary], "judge vs oracle (own candidates)", 2
     )
     trace([m.get("train", {}).get("reward_margin") for m in summary], "reward margin", 3)
-    fig.update_xaxes(title_text="iteration", dtick=1)
+    if not any((m.get("eval") or {}).get("overall") is not None for m in summary):
+        fig.add_annotation(text="held-out evaluation is off for this run", showarrow=False, row=1, col=1,
+                           x=0.5, y=0.5, xref="x domain", yref="y domain")  # fmt: skip
+    fig.update_xaxes(title_text="iteration", dtick=1, rangemode="tozero")
+    fig.update_yaxes(range=[0, 1.02], row=1, col=1)
+    fig.update_yaxes(range=[0, 1.02], row=1, col=2)
     fig.update_layout(height=330, margin={"l": 40, "r": 10, "t": 40, "b": 40}, legend={"orientation": "h", "y": -0.25})  # fmt: skip
     return fig
 
@@ -573,7 +597,10 @@ def results_figure(results: list[dict]) -> go.Figure:
     fig = go.Figure()
     for res in results:
         cats = list(res.get("scores", {}))
-        fig.add_trace(go.Bar(x=cats, y=[res["scores"][c] for c in cats], name=res.get("label") or res.get("model")))  # fmt: skip
-    fig.update_layout(barmode="group", height=360, yaxis_title="score", yaxis_range=[0, 1],
+        ys = [res["scores"][c] for c in cats]
+        fig.add_trace(go.Bar(x=cats, y=ys, name=res.get("label") or res.get("model"), text=[f"{y:.2f}" for y in ys], textposition="outside"))  # fmt: skip
+    top = max((y for t in fig.data for y in t.y), default=1.0)
+    fig.update_layout(barmode="group", height=360, yaxis_title="score", showlegend=True,
+                      yaxis_range=[0, 1.1] if top <= 1 else None,
                       margin={"l": 40, "r": 10, "t": 30, "b": 40}, legend={"orientation": "h", "y": -0.2})  # fmt: skip
     return fig

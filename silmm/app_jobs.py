@@ -36,6 +36,7 @@ STAGE_FILES = (
     ("measure", "metrics.json"),
 )
 _PERCENT = re.compile(r"(\d+)%\|")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 @dataclass
@@ -212,6 +213,7 @@ def read_log(path: Path, max_lines: int = 80, max_bytes: int = 64_000) -> str:
     with open(path, "rb") as f:
         f.seek(max(0, path.stat().st_size - max_bytes))
         text = f.read().decode("utf-8", errors="replace")
+    text = _ANSI.sub("", text)
     lines = [line.rstrip("\r").split("\r")[-1] for line in text.split("\n")]
     return "\n".join([line for line in lines if line.strip()][-max_lines:])
 

@@ -11,7 +11,7 @@ from silmm.adapters.world import WorldAdapter
 from silmm.world.data import ExampleMaker, canonical_codes, counterfactual, perturb, scene_ok
 from silmm.world.grammar import ALL_CATEGORIES, CATEGORIES, ParseError, classify, parse_prompt
 from silmm.world.layout import canonical_layout, random_layout, random_scene
-from silmm.world.model import WorldLM, build_tokenizer, features_to_codes, code_features, world_config
+from silmm.world.model import WorldLM, build_tokenizer, code_features, features_to_codes, world_config
 from silmm.world.oracle import SceneView, judge_prompt, verdict
 from silmm.world.questions import QUESTION_TYPES, answer, decompose, question_type
 from silmm.world.scene import Obj, render

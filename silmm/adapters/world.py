@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from silmm.adapters.base import Diversity, Sample
+from silmm.world.data import see_sequence
 from silmm.world.grammar import ALL_CATEGORIES, normalize
 from silmm.world.model import (
     DRAW_TOKENS,
@@ -45,6 +47,17 @@ def _mask(tokens: list[str]) -> torch.Tensor:
 
 _TEXT_ALLOWED = _mask([*WORDS, "<eos>"])
 _DRAW_ALLOWED = _mask(DRAW_TOKENS)
+
+
+@lru_cache(maxsize=8192)
+def _encode_bytes(data: bytes, size: tuple[int, int]) -> tuple[int, ...]:
+    return tuple(encode(Image.frombytes("RGB", size, data)))
+
+
+def _see_codes(image: Image.Image) -> tuple[int, ...]:
+    """The pixel parser's codes for an image, cached by content (the loop asks many questions per image)."""
+    rgb = image.convert("RGB")
+    return _encode_bytes(rgb.tobytes(), rgb.size)
 
 
 class WorldAdapter:
@@ -175,10 +188,9 @@ class WorldAdapter:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if len(images) != len(questions):
             raise ValueError(f"{len(images)} images but {len(questions)} questions")
-        codes: dict[int, list[int]] = {}
         rows = []
         for img, q in zip(images, questions):
-            c = codes.setdefault(id(img), encode(img))
+            c = _see_codes(img)
             rows.append(
                 [
                     _ID["<bos>"],

@@ -13,12 +13,12 @@ import random
 from dataclasses import replace
 
 from silmm.world.grammar import (
-    Spec,
     ALL_CATEGORIES,
     CATEGORIES,
     NUMBER_WORDS,
     RELATIONS,
     Entity,
+    Spec,
     normalize,
     parse_prompt,
 )
@@ -39,6 +39,30 @@ def ids_of(tokens: list[str], vocab: dict[str, int]) -> list[int]:
 
 def question_tokens(question: str) -> list[str]:
     return [*normalize(question.rstrip("?").strip()), "?"]
+
+
+def see_sequence(codes: list[int] | tuple[int, ...], question: str) -> list[str]:
+    """VQA input: the question first, then the image, so that every image cell can already compare itself with
+    the question's words; p(yes) is read at the final `<ans>`."""
+    return ["<bos>", "<see>", *question_tokens(question), "<img>", *[f"<s{c}>" for c in codes], "</see>", "<ans>"]
+
+
+def cell_relevance(question: str, view: SceneView) -> list[int]:
+    """Auxiliary VQA target: for each of the 36 cells, 1 if its object is what the question is about. A dense
+    signal that teaches image cells to compare themselves with the question (used in training only)."""
+    from silmm.world.questions import read
+
+    _, form = read(question)
+    if form[0] == "total":
+        wanted = lambda o: True  # noqa: E731
+    elif form[0] in ("exists", "count"):
+        wanted = form[1].matches
+    else:
+        wanted = lambda o: form[1].matches(o) or form[3].matches(o)  # noqa: E731
+    flags = [0] * 36
+    for o in view.objects:
+        flags[o.row * 6 + o.col] = int(wanted(o))
+    return flags
 
 
 def canonical_codes(objs: list[Obj]) -> list[int]:
@@ -231,15 +255,14 @@ class ExampleMaker:
                 objs = random_scene(rng)
             view = SceneView.from_objs(objs)
             qs = probe_questions(view, rng, n_questions)
-        codes = canonical_codes(objs)
-        ids = self.t(["<bos>", "<see>", *[f"<s{c}>" for c in codes], "</see>"])
-        labels = [IGNORE] * len(ids)
-        for q in qs:
-            head = self.t([*question_tokens(q), "<ans>"])
-            ans = self.vocab["yes" if answer(q, view) else "no"]
-            ids += head + [ans]
-            labels += [IGNORE] * len(head) + [ans]
-        return {"ids": ids, "labels": labels}
+        q = rng.choice(qs or [_count_q("object", "objects", max(1, min(8, len(objs))))])
+        head = self.t(see_sequence(canonical_codes(objs), q))
+        ans = self.vocab["yes" if answer(q, view) else "no"]
+        cells = [IGNORE] * len(head) + [IGNORE]
+        start = head.index(self.vocab["<img>"]) + 1
+        for cell, flag in enumerate(cell_relevance(q, view)):
+            cells[start + cell] = flag
+        return {"ids": head + [ans], "labels": [IGNORE] * len(head) + [ans], "cell_labels": cells}
 
 
 __all__ = [

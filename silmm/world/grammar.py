@@ -13,7 +13,6 @@ A prompt the parser cannot read raises `ParseError` naming the prompt and the fi
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 
 from silmm.world.scene import COLORS, PLURALS, SHAPES, SIZES, TEXTURES

@@ -132,6 +132,7 @@ class WorldLM(LlamaForCausalLM):
         h = config.hidden_size
         self.see_factor_embed = nn.ModuleList(nn.Embedding(len(v) + 1, h) for v in _FACTORS)
         self.see_row_embed, self.see_col_embed = nn.Embedding(GRID, h), nn.Embedding(GRID, h)
+        self.cell_head = nn.Linear(h, 1)  # training-only auxiliary: is this cell what the question asks about?
         self.post_init()
 
     def _see_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -139,9 +140,14 @@ class WorldLM(LlamaForCausalLM):
         see = (input_ids >= _SEE0) & (input_ids < _SEE0 + N_CODES)  # (B, T)
         factors = _FACTOR_TABLE.to(input_ids.device)[(input_ids - _SEE0).clamp(0, N_CODES - 1)]  # (B, T, 5)
         out = sum(emb(factors[..., i]) for i, emb in enumerate(self.see_factor_embed))
-        cell = (see.cumsum(1) - 1).clamp(0, N_CELLS - 1)
+        cell = (see.cumsum(1) - 1).clamp(0, N_CELLS - 1)  # one image per sequence
         out = out + self.see_row_embed(cell // GRID) + self.see_col_embed(cell % GRID)
         return out * see[..., None]
+
+    def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, H) final (normed) hidden states, understanding embeddings included."""
+        embeds = self.model.embed_tokens(input_ids) + self._see_embeddings(input_ids)
+        return self.model(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
 
     def forward(self, input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None, **kwargs):
         if input_ids is not None and inputs_embeds is None and bool(((input_ids >= _SEE0) & (input_ids < _SEE0 + N_CODES)).any()):

@@ -10,7 +10,7 @@ large enough to be seen at the native 64 px (the app upscales for display).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 from PIL import Image
@@ -89,7 +89,7 @@ def _silhouette(shape: str, r: int) -> np.ndarray:
     raise ValueError(f"shape {shape!r} is not one of {list(SHAPES)}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def glyph(shape: str, size: str, texture: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(silhouette, colour mask, halo) boolean masks on a (2R+1)^2 window, R = radius + halo."""
     r = RADIUS[size]
@@ -125,7 +125,7 @@ def overlaps(a: Obj, b: Obj) -> bool:
     return _overlaps(a.shape, a.size, b.shape, b.size, dr, dc)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _overlaps(shape_a: str, size_a: str, shape_b: str, size_b: str, dr: int, dc: int) -> bool:
     a = Obj(2, 2, shape_a, COLORS[0], "plain", size_a)
     b = Obj(2 + dr, 2 + dc, shape_b, COLORS[0], "plain", size_b)

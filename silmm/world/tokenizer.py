@@ -11,8 +11,8 @@ On rendered scenes the round trip is exact (measured in tests); this is what kee
 from __future__ import annotations
 
 import itertools
-from functools import lru_cache
 from dataclasses import dataclass, field
+from functools import cache
 
 import numpy as np
 from PIL import Image
@@ -166,7 +166,7 @@ def parse(image: Image.Image | np.ndarray) -> Parse:
     return Parse(objs, occluders, residual)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _sil_canvas(cell: tuple[int, int], glyph: tuple, halo: bool = True) -> np.ndarray:
     shape, size, texture = glyph
     ys, xs, sil, _, ring = footprint(Obj(cell[0], cell[1], shape, COLORS[0], texture, size))

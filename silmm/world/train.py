@@ -31,18 +31,27 @@ def collate(examples: list[dict], pad: int) -> dict:
     width = max(len(e["ids"]) for e in examples)
     ids = torch.full((len(examples), width), pad)
     labels = torch.full((len(examples), width), IGNORE)
+    cells = torch.full((len(examples), width), IGNORE)
     mask = torch.zeros((len(examples), width), dtype=torch.long)
     for i, e in enumerate(examples):
         n = len(e["ids"])
         ids[i, :n], labels[i, :n], mask[i, :n] = torch.tensor(e["ids"]), torch.tensor(e["labels"]), 1
-    return {"ids": ids, "labels": labels, "mask": mask}
+        if "cell_labels" in e:
+            cells[i, :n] = torch.tensor(e["cell_labels"])
+    return {"ids": ids, "labels": labels, "mask": mask, "cells": cells}
 
 
 def lm_loss(model: WorldLM, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean next-token cross-entropy over labelled positions, and the accuracy there."""
-    logits = model(input_ids=batch["ids"], attention_mask=batch["mask"]).logits[:, :-1]  # (B, T-1, V)
+    hidden = model.hidden(batch["ids"], batch["mask"])  # (B, T, H)
+    logits = model.lm_head(hidden)[:, :-1]  # (B, T-1, V)
     target = batch["labels"][:, 1:]
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE)
+    cells = batch["cells"]
+    if (cells != IGNORE).any():  # auxiliary: image cells learn whether they are what the question asks about
+        sel = cells != IGNORE
+        cell_logits = model.cell_head(hidden[sel]).squeeze(-1)
+        loss = loss + F.binary_cross_entropy_with_logits(cell_logits, cells[sel].float())
     sel = target != IGNORE
     acc = (logits.argmax(-1)[sel] == target[sel]).float().mean()
     return loss, acc
@@ -151,7 +160,49 @@ def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: 
             "steps_done": log[-1]["step"] + 1 if not stopped_early else step, "stopped_early": stopped_early,
             "init": init, "task_mix": task_mix or TASK_MIX}
     (out_dir / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_card(out_dir, meta, quick_eval(out_dir))
     return meta
+
+
+def quick_eval(out_dir: Path) -> dict:
+    """Validation for the card: 48 held-out and 48 single-object prompts, 2 images each (python -m eval world
+    gives the full numbers)."""
+    from silmm.adapters.world import WorldAdapter
+    from silmm.world.evaluate import SPLITS, evaluate, read_prompts
+
+    adapter = WorldAdapter.from_pretrained(out_dir)
+    out = {}
+    for split in ("heldout", "single"):
+        res = evaluate(adapter, read_prompts(SPLITS[split])[::4][:48] if split == "heldout" else read_prompts(SPLITS[split]),
+                       images_per_prompt=2, progress=False)
+        out[split] = {k: res[k] for k in ("overall", "scores", "facts_only", "judge_agreement", "mean_objects", "n_prompts")}
+    return out
+
+
+def write_card(out_dir: Path, meta: dict, results: dict) -> None:
+    """README.md model card: what the model is, how it was trained, what it measured."""
+    lines = [
+        f"# world-{meta['kind']}: a tiny unified model of silmm's built-in compositional world",
+        "",
+        "Draws (" + ("image codes, autoregressive" if meta["kind"] == "discrete" else "continuous features -> fixed nearest-code decoder")
+        + "), sees (VQA through factorised understanding embeddings), writes prompts and asks itself questions.",
+        "Architecture: `silmm.world.model.WorldLM` (LlamaForCausalLM subclass), "
+        f"{meta['parameters']:,} parameters, hidden {meta['hidden']}, {meta['layers']} layers.",
+        "",
+        "## Data",
+        "Generated on the fly by `silmm.world.data.ExampleMaker`: drawing on training prompts only (held-out bindings and",
+        "relations never appear in a multi-object drawing prompt), VQA on imperfect scenes (perturbed layouts, random",
+        "scenes with occlusion; questions from the prompt's and a counterfactual prompt's decomposition), question writing,",
+        "prompt writing. Never the model's own drawings labelled by the oracle.",
+        "",
+        "## Training",
+        "```json", json.dumps(meta, indent=2), "```",
+        "",
+        "## Measured quality (`silmm.world.evaluate`, fixed seeds)",
+    ]
+    for split, res in results.items():
+        lines += [f"### {split}", "```json", json.dumps(res, indent=2), "```"]
+    (out_dir / "README.md").write_text("\n".join(lines) + "\n")
 
 
 def _parse_mix(text: str) -> dict[str, float]:
@@ -177,8 +228,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--workers", type=int, default=0, help="data worker processes (part of what fixes a run)")
     ap.add_argument("--max-minutes", type=float, help="stop early and save after this many minutes (recorded)")
+    ap.add_argument("--log-every", type=int, default=100)
     ap.add_argument("--init", help="start from this checkpoint folder (a later training stage)")
-    ap.add_argument("--task-mix", help="e.g. see=0.6,draw=0.3,ask=0.05,write=0.05 (default %s)" % TASK_MIX)
+    ap.add_argument("--task-mix", help=f"e.g. see=0.6,draw=0.3,ask=0.05,write=0.05 (default {TASK_MIX})")
     args = ap.parse_args(argv)
     meta = train(
         args.kind,
@@ -194,6 +246,7 @@ def main(argv: list[str] | None = None) -> None:
         workers=args.workers,
         max_minutes=args.max_minutes,
         init=args.init,
+        log_every=args.log_every,
         task_mix=_parse_mix(args.task_mix) if args.task_mix else None,
     )
     print(json.dumps(meta))
