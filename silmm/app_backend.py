@@ -474,8 +474,7 @@ class Backend:
         """`python -m eval <benchmark>` in a subprocess (real judges; the app never imports eval/)."""
         if is_world(model):
             raise InputError(f"{benchmark} scores real images with real judges; {model!r} is a world model (use 'world')")  # fmt: skip
-        if upto > 1:
-            raise InputError(f"{benchmark} applies one LoRA; iteration {upto} needs the merged iterations 1..{upto} (evaluate iter_1, or merge first)")  # fmt: skip
+        # iteration k > 1: silmm.adapters.load_adapter merges iterations 1..k-1 before applying iter_<k>/adapter
         argv = [
             sys.executable,
             "-m",

@@ -206,3 +206,73 @@ def test_unknown_model_and_missing_checkpoint(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match="cannot load the world model"):
         load_adapter(str(tmp_path))
+
+
+# --- training script and world evaluation ---------------------------------------------------------------
+
+
+def test_training_smoke_is_deterministic(tmp_path, monkeypatch):
+    from silmm.world import train as world_train
+
+    monkeypatch.setattr(world_train, "quick_eval", lambda out_dir: {})  # the card's evaluation is tested below
+    a = world_train.train("discrete", str(tmp_path / "a"), steps=3, batch_size=8, hidden=32, layers=2, heads=2)
+    b = world_train.train("discrete", str(tmp_path / "b"), steps=3, batch_size=8, hidden=32, layers=2, heads=2)
+    assert a["final"]["loss"] == b["final"]["loss"]
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "README.md", "training.json"):
+        assert (tmp_path / "a" / name).is_file()
+    adapter = WorldAdapter.from_pretrained(tmp_path / "a")
+    assert adapter.kind == "discrete"
+
+
+def _eval_args(tmp_path, model, prompts, out="out"):
+    import argparse
+
+    return argparse.Namespace(model=model, adapter=None, prompts=str(prompts), images_per_prompt=2, limit=None,
+                              out=str(tmp_path / out), device=None)
+
+
+def test_world_eval_is_reproducible_and_complete(tmp_path):
+    from eval import world as world_bench
+
+    model_dir = tmp_path / "m"
+    tiny_world("discrete").base.save_pretrained(model_dir)
+    build_tokenizer().save_pretrained(model_dir)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red circle\na blue square to the left of a green circle\ntwo yellow diamonds\n")
+    r1 = world_bench.run(_eval_args(tmp_path, str(model_dir), prompts, "o1"))
+    r2 = world_bench.run(_eval_args(tmp_path, str(model_dir), prompts, "o2"))
+    for key in ("scores", "overall", "facts_only", "judge_agreement", "mean_objects"):
+        assert r1[key] == r2[key]
+    for k in ("benchmark", "model", "scores", "overall", "facts_only", "judge_agreement", "n_prompts",
+              "images_per_prompt", "seconds"):
+        assert k in r1
+    assert {"single", "spatial2d", "numeracy"} == set(r1["scores"])
+    for name in ("results.json", "per_prompt.jsonl", "samples.png"):
+        assert (tmp_path / "o1" / name).is_file()
+
+
+@pytest.mark.parametrize(
+    "content, needle",
+    [(b"a red circle\n\na blue square\n", "line 2 is blank"), (b"a red circle\n\xff\xfe\n", "line 2 is not UTF-8"),
+     (b"a red circle\na pink square\n", "line 2: cannot parse prompt 'a pink square': unknown word 'pink'")],
+)
+def test_world_eval_bad_prompt_files_write_nothing(tmp_path, content, needle):
+    from eval import world as world_bench
+    from eval.common import EvalInputError
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_bytes(content)
+    with pytest.raises(EvalInputError, match=needle):
+        world_bench.run(_eval_args(tmp_path, "world-discrete", prompts))
+    assert not (tmp_path / "out").exists()
+
+
+def test_world_eval_unknown_model_writes_nothing(tmp_path):
+    from eval import world as world_bench
+    from eval.common import EvalInputError
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red circle\n")
+    with pytest.raises(EvalInputError, match="unknown model 'nope'"):
+        world_bench.run(_eval_args(tmp_path, "nope", prompts))
+    assert not (tmp_path / "out").exists()

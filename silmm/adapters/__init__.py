@@ -50,8 +50,24 @@ def load_adapter(
     else:
         adapter = cls.from_pretrained(weights or default, device=device)
     if adapter_dir is not None:
-        adapter.load_adapter(adapter_dir)
+        for earlier in _earlier_iterations(Path(adapter_dir)):
+            adapter.load_adapter(str(earlier))
+            adapter.merge_adapter()
+        adapter.load_adapter(str(adapter_dir))
     return adapter
+
+
+def _earlier_iterations(adapter_dir: Path) -> list[Path]:
+    """For runs/<name>/iter_<k>/adapter: the adapters of iterations 1..k-1, which the loop merged before
+    training iteration k (so iteration k's LoRA only makes sense on top of them)."""
+    it = adapter_dir.resolve().parent
+    if adapter_dir.name != "adapter" or not it.name.startswith("iter_") or not it.name[5:].isdigit():
+        return []
+    earlier = [it.parent / f"iter_{i}" / "adapter" for i in range(1, int(it.name[5:]))]
+    missing = [str(p) for p in earlier if not p.is_dir()]
+    if missing:
+        raise FileNotFoundError(f"{adapter_dir} builds on earlier iterations whose adapters are missing: {missing}")
+    return earlier
 
 
 def load_judge(spec: str, device: str | None = None):

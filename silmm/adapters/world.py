@@ -190,17 +190,7 @@ class WorldAdapter:
             raise ValueError(f"{len(images)} images but {len(questions)} questions")
         rows = []
         for img, q in zip(images, questions):
-            c = _see_codes(img)
-            rows.append(
-                [
-                    _ID["<bos>"],
-                    _ID["<see>"],
-                    *[_SEE0 + x for x in c],
-                    _ID["</see>"],
-                    *self._word_ids(q),
-                    _ID["<ans>"],
-                ]
-            )
+            rows.append([_ID.get(t, _ID["<unk>"]) for t in see_sequence(_see_codes(img), q)])
         p_yes, p_no = [], []
         for i in range(0, len(rows), 256):
             chunk = rows[i : i + 256]

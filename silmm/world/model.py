@@ -224,8 +224,8 @@ def generate_tokens(
             input_ids=nxt[:, None],
             attention_mask=mask,
             position_ids=pos,
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
         )
-        cache = out.past_key_values
+        cache = out.cache
     return torch.stack(new, 1).cpu()
