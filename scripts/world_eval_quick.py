@@ -7,7 +7,7 @@ import json
 import sys
 
 from silmm.adapters.world import WorldAdapter
-from silmm.world.evaluate import evaluate, read_prompts, SPLITS
+from silmm.world.evaluate import SPLITS, evaluate, read_prompts
 
 args = [a for a in sys.argv[1:] if not a.startswith("--")]
 device = "cuda" if "--device" in sys.argv and sys.argv[sys.argv.index("--device") + 1] == "cuda" else "cpu"
