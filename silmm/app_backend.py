@@ -142,10 +142,10 @@ class Backend:
             with self._cache_lock:
                 if key in self._cache:
                     return self._cache[key]
-            adapter = load_adapter(name, weights=weights or None, device=self.device)
-            for k in range(1, upto + 1):
-                adapter.load_adapter(str(runio.RunLayout(run).adapter(k)))
-                adapter.merge_adapter()
+            adapter_dir = str(runio.RunLayout(run).adapter(upto)) if upto else None
+            adapter = load_adapter(name, weights=weights or None, adapter_dir=adapter_dir, device=self.device)
+            if upto:
+                adapter.merge_adapter()  # iterations 1..upto folded in, as the loop leaves the model
         with self._cache_lock:
             self._cache[key] = (adapter, threading.Lock())
             while len(self._cache) > self.max_cached:

@@ -22,7 +22,6 @@ from silmm.world.data import see_sequence
 from silmm.world.grammar import ALL_CATEGORIES, normalize
 from silmm.world.model import (
     DRAW_TOKENS,
-    SEE_TOKENS,
     VOCAB,
     WORDS,
     WorldLM,
@@ -36,7 +35,7 @@ MAX_PROMPT_TOKENS = 40
 MAX_QUESTION_TOKENS = 160
 ADAPTER_META = "silmm_adapter.json"
 _ID = {t: i for i, t in enumerate(VOCAB)}
-_DRAW0, _SEE0 = _ID[DRAW_TOKENS[0]], _ID[SEE_TOKENS[0]]
+_DRAW0 = _ID[DRAW_TOKENS[0]]
 
 
 def _mask(tokens: list[str]) -> torch.Tensor:

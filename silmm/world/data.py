@@ -48,7 +48,7 @@ def see_sequence(codes: list[int] | tuple[int, ...], question: str) -> list[str]
 
 
 def cell_relevance(question: str, view: SceneView) -> list[int]:
-    """Auxiliary VQA target: for each of the 36 cells, 1 if its object is what the question is about. A dense
+    """Auxiliary VQA target: for each lattice cell, 1 if its object is what the question is about. A dense
     signal that teaches image cells to compare themselves with the question (used in training only)."""
     from silmm.world.questions import read
 
@@ -59,9 +59,9 @@ def cell_relevance(question: str, view: SceneView) -> list[int]:
         wanted = form[1].matches
     else:
         wanted = lambda o: form[1].matches(o) or form[3].matches(o)  # noqa: E731
-    flags = [0] * 36
+    flags = [0] * (GRID * GRID)
     for o in view.objects:
-        flags[o.row * 6 + o.col] = int(wanted(o))
+        flags[o.row * GRID + o.col] = int(wanted(o))
     return flags
 
 

@@ -135,23 +135,30 @@ class WorldLM(LlamaForCausalLM):
         self.cell_head = nn.Linear(h, 1)  # training-only auxiliary: is this cell what the question asks about?
         self.post_init()
 
-    def _see_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """(B, T, H) factor + row/col embeddings on `<s*>` positions, zero elsewhere."""
-        see = (input_ids >= _SEE0) & (input_ids < _SEE0 + N_CODES)  # (B, T)
+    def _see_embeddings(self, input_ids: torch.Tensor, see: torch.Tensor) -> torch.Tensor:
+        """(B, T, H) factor + row/col embeddings on the `<s*>` positions `see` (B, T), zero elsewhere."""
         factors = _FACTOR_TABLE.to(input_ids.device)[(input_ids - _SEE0).clamp(0, N_CODES - 1)]  # (B, T, 5)
         out = sum(emb(factors[..., i]) for i, emb in enumerate(self.see_factor_embed))
         cell = (see.cumsum(1) - 1).clamp(0, N_CELLS - 1)  # one image per sequence
         out = out + self.see_row_embed(cell // GRID) + self.see_col_embed(cell % GRID)
         return out * see[..., None]
 
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor | None:
+        """(B, T, H) input embeddings with the understanding path added, or None when no image is in the input."""
+        see = (input_ids >= _SEE0) & (input_ids < _SEE0 + N_CODES)  # (B, T)
+        if not bool(see.any()):
+            return None
+        return self.model.embed_tokens(input_ids) + self._see_embeddings(input_ids, see)
+
     def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, T, H) final (normed) hidden states, understanding embeddings included."""
-        embeds = self.model.embed_tokens(input_ids) + self._see_embeddings(input_ids)
+        embeds = self.embed(input_ids)
+        if embeds is None:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return self.model(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
 
     def forward(self, input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None, **kwargs):
-        if input_ids is not None and inputs_embeds is None and bool(((input_ids >= _SEE0) & (input_ids < _SEE0 + N_CODES)).any()):
-            inputs_embeds = self.model.embed_tokens(input_ids) + self._see_embeddings(input_ids)
+        if input_ids is not None and inputs_embeds is None and (inputs_embeds := self.embed(input_ids)) is not None:
             input_ids = None
         return super().forward(input_ids=input_ids, inputs_embeds=inputs_embeds, **kwargs)
 
