@@ -5,6 +5,9 @@ model comes from `silmm.adapters.load_adapter(model.name, ...)`, its world measu
 and oracle; None for real models) from `silmm.adapters.measurement_for(model.name)`, and an external judge,
 if `feedback.judge` names one, from `silmm.adapters.load_judge(spec)`. Progress bars go to stderr; one summary
 line per iteration to stdout.
+Several processes: `accelerate launch [--multi_gpu] --num_processes K -m silmm run CONFIG ...` (README,
+"Several processes"); the run's Accelerator is made before the model is loaded, so that with `model.device=auto`
+each process loads the model onto its own device.
 """
 
 from __future__ import annotations
@@ -33,9 +36,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def load_model(cfg: Config) -> tuple[Any, Any, Any]:
     """(adapter, measure hook or None, external judge or None) for the config; imports lazily."""
+    from accelerate import PartialState
+
     from silmm import adapters
 
     device = None if cfg.model.device == "auto" else cfg.model.device
+    if device is None and PartialState().num_processes > 1:  # state made by main(): this process's device
+        device = str(PartialState().device)
     adapter = adapters.load_adapter(cfg.model.name, weights=cfg.model.weights or None, device=device)
     measure = adapters.measurement_for(cfg.model.name)
     judge = adapters.load_judge(cfg.feedback.judge, device=device) if cfg.feedback.judge else None
@@ -54,11 +61,13 @@ def main(
         return 2
     from silmm import loop
 
+    accelerator = loop.make_accelerator(cfg)
     adapter, measure, judge = load(cfg)
     try:
         loop.run(
-            cfg, adapter, resume=args.resume, measure=measure, judge=judge, progress=not args.no_progress
-        )
+            cfg, adapter, resume=args.resume, measure=measure, judge=judge,
+            progress=not args.no_progress, accelerator=accelerator,
+        )  # fmt: skip
     except (ValueError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -128,11 +128,14 @@ class SamplingConfig:
 class QuestionsConfig:
     mode: str = "self"  # self (paper) | whole (one whole-prompt question) | gt (world ground truth)
     whole_template: str = WHOLE_QUESTION_TEMPLATE
+    batch_size: int = 64  # prompts per write_questions call ("self" mode)
 
     def __post_init__(self):
         _choice("questions.mode", self.mode, QUESTION_MODES)
         if "{prompt}" not in self.whole_template:
             _fail("questions.whole_template", self.whole_template, "must contain '{prompt}'")
+        if self.batch_size < 1:
+            _fail("questions.batch_size", self.batch_size, "must be >= 1")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from silmm.config import SCORE_RULES
+from silmm.runio import ONE_PROCESS, Processes
 
 
 class YesNoJudge(Protocol):
@@ -66,17 +67,26 @@ def answer_all(
     batch_size: int,
     desc: str = "feedback",
     progress: bool = False,
+    procs: Processes = ONE_PROCESS,
 ) -> tuple[list[list[float]], list[list[float]]]:
-    """p_yes, p_no per (image, question): every question of `questions[i]` is asked about `images[i]`."""
+    """p_yes, p_no per (image, question): every question of `questions[i]` is asked about `images[i]`.
+
+    With several processes each answers every `world`-th batch of (image, question) pairs; all get every answer.
+    """
     flat = [(i, q) for i, qs in enumerate(questions) for q in qs]
-    yes_flat: list[float] = []
-    no_flat: list[float] = []
-    for start in tqdm(range(0, len(flat), batch_size), desc=desc, disable=not progress, leave=False):
+    answered = []  # per batch of mine: (p_yes, p_no)
+    for start in tqdm(
+        procs.mine(list(range(0, len(flat), batch_size))), desc=desc, disable=not progress, leave=False
+    ):
         batch = flat[start : start + batch_size]
         with torch.no_grad():
             p_yes, p_no = judge.answer_yes_no([images[i] for i, _ in batch], [q for _, q in batch])
-        yes_flat += p_yes.float().cpu().tolist()
-        no_flat += p_no.float().cpu().tolist()
+        answered.append((p_yes.float().cpu().tolist(), p_no.float().cpu().tolist()))
+    yes_flat: list[float] = []
+    no_flat: list[float] = []
+    for batch_yes, batch_no in procs.gather(answered):
+        yes_flat += batch_yes
+        no_flat += batch_no
     yes, no, pos = [], [], 0
     for qs in questions:
         yes.append(yes_flat[pos : pos + len(qs)])

@@ -9,6 +9,8 @@ LoRA is saved and merged, so the next iteration's reference is the improved mode
 With a `measure` hook (world models) every iteration also records the held-out evaluation, the judge's
 agreement with the exact oracle on the iteration's own candidates, and how often the self-chosen image is the
 oracle's best; iteration 0 is the base model. `summary.json` is rebuilt from the per-iteration metrics.
+Under `accelerate launch` every process runs this driver; per-item work is split by batch (`runio.Processes`)
+and the files are the same as a single-process run's (tests/test_multiprocess.py).
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ def check_run(cfg: Config, adapter: Adapter, *, measure: Any = None) -> None:
         raise ValueError(f"questions.mode='gt' needs the world's ground truth; model {adapter.name!r} has none (valid: ['self', 'whole'])")  # fmt: skip
 
 
-def prepare_run_folder(cfg: Config, *, resume: bool) -> runio.RunLayout:
+def prepare_run_folder(
+    cfg: Config, *, resume: bool, procs: runio.Processes = runio.ONE_PROCESS
+) -> runio.RunLayout:
     """Create runs/<name>/ with config.yaml; refuse to overwrite without `resume`, or to resume another config."""
     layout = runio.RunLayout(Path(cfg.run.out_dir) / cfg.run.name)
     if layout.root.exists() and not resume:
@@ -47,8 +51,11 @@ def prepare_run_folder(cfg: Config, *, resume: bool) -> runio.RunLayout:
         diff = [d for d in config_diff(load_config(layout.config), cfg) if d not in RESUMABLE_CHANGES]
         if diff:
             raise ValueError(f"--resume: the config differs from {layout.config} in {diff}; only {list(RESUMABLE_CHANGES)} may change")  # fmt: skip
-    layout.root.mkdir(parents=True, exist_ok=True)
-    runio.write_yaml(layout.config, config_to_dict(cfg))
+    procs.wait()  # every process has checked the folder before the main one creates it
+    if procs.is_main:
+        layout.root.mkdir(parents=True, exist_ok=True)
+        runio.write_yaml(layout.config, config_to_dict(cfg))
+    procs.wait()
     return layout
 
 
@@ -105,6 +112,11 @@ def _reapply(adapter: Adapter, path: Path) -> None:
     adapter.merge_adapter()
 
 
+def _todo(procs: runio.Processes, path: Path) -> bool:
+    """Whether a stage must run: the main process decides, so every process takes the same branch."""
+    return procs.main_says(not path.exists())
+
+
 def run_iteration(
     cfg: Config,
     adapter: Adapter,
@@ -116,8 +128,14 @@ def run_iteration(
     user_prompts: list[str] | None = None,
     accelerator: Any = None,
     progress: bool = False,
+    procs: runio.Processes = runio.ONE_PROCESS,
 ) -> dict:
-    """One SILMM iteration; every stage whose output file exists is loaded instead of recomputed."""
+    """One SILMM iteration; every stage whose output file exists is loaded instead of recomputed.
+
+    With several processes, prompts, questions, sampling and feedback are split over them by batch and
+    gathered, training is data parallel; the main process alone builds the pairs, measures, and writes the
+    run files (each process saves the PNGs it drew); the others wait at `procs.wait()` before reading them.
+    """
     d = layout.iter_dir(it)
     d.mkdir(parents=True, exist_ok=True)
     timings = runio.read_json(layout.timings(it)) if layout.timings(it).exists() else {}
@@ -126,7 +144,7 @@ def run_iteration(
     # 1. prompts: self-written per category (+ a user file), deduplicated. Their questions (paper step 3)
     #    depend only on the prompt and are asked here, so a prompt the question step cannot handle
     #    (empty question list) is dropped and counted before any image is drawn.
-    if not layout.prompts(it).exists():
+    if _todo(procs, layout.prompts(it)):
 
         def write_prompts() -> list[dict]:
             recs = prompts.write_prompts(
@@ -137,6 +155,7 @@ def run_iteration(
                 user_prompts=user_prompts,
                 replace=cfg.prompts.file_mode == "replace",
                 progress=progress,
+                procs=procs,
             )
             qs = questions.ask(
                 adapter,
@@ -144,13 +163,18 @@ def run_iteration(
                 mode=cfg.questions.mode,
                 whole_template=cfg.questions.whole_template,
                 gt_questions=measure.gt_questions if measure is not None else None,
+                batch_size=cfg.questions.batch_size,
                 progress=progress,
+                procs=procs,
             )
             rows = [dataclasses.asdict(r) | {"questions": q} for r, q in zip(recs, qs, strict=True)]
             return [row | {"kept": bool(row["questions"])} for row in rows]
 
-        runio.write_jsonl(layout.prompts(it), _timed(timings, "prompts", write_prompts))
-        runio.write_json(layout.timings(it), timings)
+        rows = _timed(timings, "prompts", write_prompts)
+        if procs.is_main:
+            runio.write_jsonl(layout.prompts(it), rows)
+            runio.write_json(layout.timings(it), timings)
+        procs.wait()
     written = runio.read_jsonl(layout.prompts(it))
     prompt_rows = [r for r in written if r["kept"]]
     n_written = len(written)
@@ -168,30 +192,32 @@ def run_iteration(
         }
 
     # 2. diverse generation: N candidates per prompt, each with its own derived seed
-    if not layout.samples(it).exists():
+    if _todo(procs, layout.samples(it)):
         records, tensors = _timed(
             timings,
             "sampling",
             lambda: sampling.draw(
                 adapter, [r["prompt"] for r in prompt_rows], cfg.sampling,
-                run_seed=cfg.run.seed, iteration=it, iter_dir=d, progress=progress,
+                run_seed=cfg.run.seed, iteration=it, iter_dir=d, progress=progress, procs=procs,
             ),
         )  # fmt: skip
-        runio.save_tensors(layout.sample_tensors(it), tensors)
-        runio.write_jsonl(layout.samples(it), [dataclasses.asdict(r) for r in records])
-        runio.write_json(layout.timings(it), timings)
+        if procs.is_main:
+            runio.save_tensors(layout.sample_tensors(it), tensors)
+            runio.write_jsonl(layout.samples(it), [dataclasses.asdict(r) for r in records])
+            runio.write_json(layout.timings(it), timings)
+        procs.wait()
     sample_rows = runio.read_jsonl(layout.samples(it))
     tensors = runio.load_tensors(layout.sample_tensors(it))
 
     # 3./4. decompositional questions (from step 1) answered about every candidate: VQA self-feedback
-    if not layout.candidates(it).exists():
+    if _todo(procs, layout.candidates(it)):
 
         def judge_candidates() -> list[dict]:
             images = _load_images(d, sample_rows)
             qs = [prompt_rows[r["prompt_index"]]["questions"] for r in sample_rows]
             yes, no = feedback.answer_all(
                 judge or adapter, images, qs, batch_size=cfg.feedback.batch_size,
-                desc=f"iter {it} feedback", progress=progress,
+                desc=f"iter {it} feedback", progress=progress, procs=procs,
             )  # fmt: skip
             rule = {"rule": cfg.feedback.rule, "renormalize": cfg.feedback.renormalize}
             return [
@@ -205,8 +231,11 @@ def run_iteration(
                 for r, q, y, n in zip(sample_rows, qs, yes, no, strict=True)
             ]
 
-        runio.write_jsonl(layout.candidates(it), _timed(timings, "feedback", judge_candidates))
-        runio.write_json(layout.timings(it), timings)
+        rows = _timed(timings, "feedback", judge_candidates)
+        if procs.is_main:
+            runio.write_jsonl(layout.candidates(it), rows)
+            runio.write_json(layout.timings(it), timings)
+        procs.wait()
     candidates = [feedback.Candidate(**r) for r in runio.read_jsonl(layout.candidates(it))]
     scores = [c.score for c in candidates]
     metrics |= {
@@ -216,7 +245,7 @@ def run_iteration(
     }
 
     # 5. preference update: best-vs-worst pairs (reference outputs cached now), LoRA DPO / KC-DPO, merge
-    if not layout.pairs(it).exists():
+    if _todo(procs, layout.pairs(it)):
 
         def build_pairs() -> list[pairs.PreferencePair]:
             found = pairs.make_pairs(candidates, per_prompt=cfg.pairs.per_prompt, min_gap=cfg.pairs.min_gap)
@@ -227,14 +256,16 @@ def run_iteration(
                 runio.save_tensors(layout.pair_tensors(it), refs)
             return found
 
-        found = _timed(timings, "pairs", build_pairs)
-        runio.write_jsonl(layout.pairs(it), [dataclasses.asdict(p) for p in found])
-        runio.write_json(layout.timings(it), timings)
+        if procs.is_main:  # one forward pass per pair: not worth splitting
+            found = _timed(timings, "pairs", build_pairs)
+            runio.write_jsonl(layout.pairs(it), [dataclasses.asdict(p) for p in found])
+            runio.write_json(layout.timings(it), timings)
+        procs.wait()
     pair_list = [pairs.PreferencePair(**r) for r in runio.read_jsonl(layout.pairs(it))]
     metrics["pairs"] = len(pair_list)
     if not pair_list:
         return metrics | {"stopped": f"no pairs (no prompt had candidates with a score gap > 0 and >= pairs.min_gap={cfg.pairs.min_gap})", "seconds": timings}  # fmt: skip
-    if not layout.adapter(it).exists():
+    if _todo(procs, layout.adapter(it)):
         data = train.PairData(pair_list, tensors, runio.load_tensors(layout.pair_tensors(it)))
         train_metrics = _timed(
             timings,
@@ -245,17 +276,19 @@ def run_iteration(
                 progress=progress, desc=f"iter {it} train",
             ),
         )  # fmt: skip
-        with runio.atomic_dir(layout.adapter(it)) as tmp:
-            adapter.save_adapter(str(tmp))
-            runio.write_json(tmp / "train_metrics.json", train_metrics)
-        runio.write_json(layout.timings(it), timings)
+        if procs.is_main:  # every process holds the same LoRA
+            with runio.atomic_dir(layout.adapter(it)) as tmp:
+                adapter.save_adapter(str(tmp))
+                runio.write_json(tmp / "train_metrics.json", train_metrics)
+            runio.write_json(layout.timings(it), timings)
+        procs.wait()
         adapter.merge_adapter()
     else:
         _reapply(adapter, layout.adapter(it))
     metrics["train"] = runio.read_json(layout.adapter(it) / "train_metrics.json")
 
-    # measurement (world only): the judge against the oracle, then the improved model on held-out prompts
-    if measure is not None:
+    # measurement (world only, main process): the judge against the oracle, then the improved model on held-out
+    if measure is not None and procs.is_main:
         images = _load_images(d, [dataclasses.asdict(c) for c in candidates])
         metrics |= _timed(timings, "measure", lambda: measure_candidates(measure, candidates, images))
         if cfg.run.heldout_eval:
@@ -289,17 +322,15 @@ def _numeric(prefix: str, obj: Any) -> dict[str, float]:
     return {prefix: float(obj)} if isinstance(obj, int | float) and not isinstance(obj, bool) else {}
 
 
-def make_accelerator(cfg: Config, layout: runio.RunLayout) -> Any:
+def make_accelerator(cfg: Config) -> Any:
+    """The run's Accelerator, made before the run folder: it knows which process this is."""
     from accelerate import Accelerator
 
     log_with = None if cfg.run.log_with == "none" else cfg.run.log_with
-    acc = Accelerator(
-        mixed_precision=cfg.train.mixed_precision, log_with=log_with, project_dir=str(layout.root / "logs")
+    project_dir = Path(cfg.run.out_dir) / cfg.run.name / "logs"
+    return Accelerator(
+        mixed_precision=cfg.train.mixed_precision, log_with=log_with, project_dir=str(project_dir)
     )
-    if log_with:
-        flat = {f"{s}.{k}": (v if isinstance(v, int | float | str | bool) else str(v)) for s, sec in config_to_dict(cfg).items() for k, v in sec.items()}  # fmt: skip
-        acc.init_trackers(cfg.run.name, config=flat)
-    return acc
 
 
 def run(
@@ -311,30 +342,43 @@ def run(
     judge: Any = None,
     progress: bool = False,
     log: Callable[[str], None] = print,
+    accelerator: Any = None,
 ) -> list[dict]:
-    """Run (or resume) a SILMM run; returns the summary, one entry per iteration (0 = base model)."""
+    """Run (or resume) a SILMM run; returns the summary, one entry per iteration (0 = base model).
+
+    Under `accelerate launch` with several processes every process calls this; the main one logs and writes.
+    `accelerator`: the one `make_accelerator(cfg)` returned, if it was made earlier (before loading the model).
+    """
     check_run(cfg, adapter, measure=measure)
     user_prompts = prompts.read_prompt_file(cfg.prompts.file) if cfg.prompts.file else None
-    layout = prepare_run_folder(cfg, resume=resume)
-    accelerator = make_accelerator(cfg, layout)
+    accelerator = accelerator or make_accelerator(cfg)
+    procs = runio.Processes(accelerator.process_index, accelerator.num_processes)
+    progress = progress and procs.is_main
+    layout = prepare_run_folder(cfg, resume=resume, procs=procs)
+    if cfg.run.log_with != "none":
+        flat = {f"{s}.{k}": (v if isinstance(v, int | float | str | bool) else str(v)) for s, sec in config_to_dict(cfg).items() for k, v in sec.items()}  # fmt: skip
+        accelerator.init_trackers(cfg.run.name, config=flat)  # main process only
     summary: list[dict] = []
 
-    def finish(metrics: dict) -> None:
-        summary.append(metrics)
-        runio.write_json(layout.summary, summary)
-        log(_summary_line(metrics))
-        accelerator.log(_numeric("", metrics), step=metrics["iteration"])
+    def finish(path: Path, metrics: dict) -> None:
+        """Main: write the iteration's metrics and the summary, log; others: read the metrics once written."""
+        if procs.is_main:
+            runio.write_json(path, metrics)
+            runio.write_json(layout.summary, [*summary, metrics])
+            log(_summary_line(metrics))
+            accelerator.log(_numeric("", metrics), step=metrics["iteration"])
+        procs.wait()
+        summary.append(metrics if procs.is_main else runio.read_json(path))
 
-    if layout.metrics(0).exists():
+    if not _todo(procs, layout.metrics(0)):
         summary.append(runio.read_json(layout.metrics(0)))
     else:
         base: dict[str, Any] = {"iteration": 0, "seconds": {}}
-        if measure is not None and cfg.run.heldout_eval:
+        if measure is not None and cfg.run.heldout_eval and procs.is_main:
             base["eval"] = _timed(base["seconds"], "eval", lambda: measure.evaluate(adapter))
-        runio.write_json(layout.metrics(0), base)
-        finish(base)
+        finish(layout.metrics(0), base)
     for it in range(1, cfg.run.iterations + 1):
-        if layout.metrics(it).exists():  # finished before a crash: re-apply its adapter, in order
+        if not _todo(procs, layout.metrics(it)):  # finished before a crash: re-apply its adapter, in order
             metrics = runio.read_json(layout.metrics(it))
             if "stopped" not in metrics:
                 _reapply(adapter, layout.adapter(it))
@@ -342,12 +386,13 @@ def run(
         else:
             metrics = run_iteration(
                 cfg, adapter, layout, it, measure=measure, judge=judge, user_prompts=user_prompts,
-                accelerator=accelerator, progress=progress,
+                accelerator=accelerator, progress=progress, procs=procs,
             )  # fmt: skip
-            runio.write_json(layout.metrics(it), metrics)
-            finish(metrics)
+            finish(layout.metrics(it), metrics)
+            metrics = summary[-1]
         if "stopped" in metrics:
             break
-    runio.write_json(layout.summary, summary)
+    if procs.is_main:
+        runio.write_json(layout.summary, summary)
     accelerator.end_training()
     return summary

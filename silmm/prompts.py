@@ -15,6 +15,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from silmm.adapters.base import Adapter
+from silmm.runio import ONE_PROCESS, Processes
 
 USER_CATEGORY = "user"
 
@@ -79,12 +80,21 @@ def write_prompts(
     user_prompts: list[str] | None = None,
     replace: bool = False,
     progress: bool = False,
+    procs: Processes = ONE_PROCESS,
 ) -> list[PromptRecord]:
-    """Self-written prompts per category (seeded by `seed` and the category), plus or instead of user prompts."""
+    """Self-written prompts per category (seeded by `seed` and the category), plus or instead of user prompts.
+
+    With several processes each writes every `world`-th category; all get every prompt, in category order.
+    """
     records: list[PromptRecord] = []
     if not replace:
-        for category in tqdm(categories, desc="prompts", disable=not progress, leave=False):
-            texts = adapter.write_prompts(category, per_category, seed=derive_seed(seed, category))
+        written = [
+            adapter.write_prompts(category, per_category, seed=derive_seed(seed, category))
+            for category in tqdm(
+                procs.mine(list(categories)), desc="prompts", disable=not progress, leave=False
+            )
+        ]
+        for category, texts in zip(categories, procs.gather(written), strict=True):
             records += [PromptRecord(t, category) for t in texts]
     records += [PromptRecord(t, USER_CATEGORY) for t in user_prompts or []]
     return dedupe(records)

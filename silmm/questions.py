@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from silmm.adapters.base import Adapter
 from silmm.config import QUESTION_MODES, WHOLE_QUESTION_TEMPLATE
+from silmm.runio import ONE_PROCESS, Processes
 
 
 def ask(
@@ -28,14 +29,18 @@ def ask(
     gt_questions: Callable[[str], list[str]] | None = None,
     batch_size: int = 64,
     progress: bool = False,
+    procs: Processes = ONE_PROCESS,
 ) -> list[list[str]]:
-    """One list of yes/no questions per prompt (possibly empty)."""
+    """One list of yes/no questions per prompt (possibly empty); "self" splits its batches over `procs`."""
     if mode == "self":
-        questions = []
-        for s in tqdm(
-            range(0, len(prompts), batch_size), desc="questions", disable=not progress, leave=False
-        ):
-            questions += adapter.write_questions(prompts[s : s + batch_size])
+        written = [
+            adapter.write_questions(prompts[s : s + batch_size])
+            for s in tqdm(
+                procs.mine(list(range(0, len(prompts), batch_size))),
+                desc="questions", disable=not progress, leave=False,
+            )
+        ]  # fmt: skip
+        questions = [qs for batch in procs.gather(written) for qs in batch]
         if len(questions) != len(prompts):
             raise ValueError(
                 f"adapter {adapter.name!r} returned {len(questions)} question lists for {len(prompts)} prompts"

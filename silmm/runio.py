@@ -4,6 +4,9 @@ Every file is written to a temporary name in the same folder and renamed into pl
 on POSIX), so a reader sees either the old file, the new one, or none, never half a file. Folders (a LoRA
 adapter) are written into a temporary folder that is renamed when complete. `RunLayout` names every path of
 `runs/<name>/`; the loop decides what a finished stage is by which of these files exist.
+`Processes` is what several processes sharing one run (`accelerate launch`) need: which batches are whose,
+gathering the results back in order, the main process's view of which files exist, and a barrier; only the
+main process writes run files (each process saves the PNGs it drew).
 """
 
 from __future__ import annotations
@@ -149,3 +152,52 @@ class RunLayout:
 
     def metrics(self, k: int) -> Path:
         return self.iter_dir(k) / "metrics.json"
+
+
+@dataclass(frozen=True)
+class Processes:
+    """The processes sharing one run: process `rank` of `world` (rank 0 is the main process).
+
+    Work is split by whole batches (`mine`: every `world`-th batch), so each batch holds the same items as in
+    a single-process run and a batched model gives the same outputs; `gather` is the inverse of `mine`.
+    """
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def mine(self, items: list) -> list:
+        return items[self.rank :: self.world]
+
+    def gather(self, mine: list) -> list:
+        """Every process's `mine(items)` results, back in the order of `items`, on every process."""
+        if self.world == 1:
+            return list(mine)
+        from accelerate.utils import gather_object
+
+        parts = gather_object([list(mine)])  # one list per process
+        out: list = [None] * sum(len(part) for part in parts)
+        for rank, part in enumerate(parts):
+            out[rank :: self.world] = part
+        return out
+
+    def main_says(self, value: Any) -> Any:
+        """The main process's `value` on every process (whether a stage's file exists: one decision for all)."""
+        if self.world == 1:
+            return value
+        from accelerate.utils import broadcast_object_list
+
+        return broadcast_object_list([value])[0]
+
+    def wait(self) -> None:
+        """Barrier: after the main process wrote a file, before the others read it."""
+        if self.world > 1:
+            from accelerate import PartialState
+
+            PartialState().wait_for_everyone()
+
+
+ONE_PROCESS = Processes()

@@ -57,24 +57,35 @@ def draw(
     iteration: int,
     iter_dir: Path,
     progress: bool = False,
+    procs: runio.Processes = runio.ONE_PROCESS,
 ) -> tuple[list[SampleRecord], dict[str, torch.Tensor]]:
-    """Draw N candidates per prompt, save their PNGs under `iter_dir/images`, return records and tensors."""
+    """Draw N candidates per prompt, save their PNGs under `iter_dir/images`, return records and tensors.
+
+    With several processes each draws (and saves) every `world`-th batch; all get every record and tensor.
+    """
     jobs = [(p, k) for p in range(len(prompts)) for k in range(cfg.n)]
+    starts = procs.mine(list(range(0, len(jobs), cfg.batch_size)))
     diversity = diversity_from(cfg)
-    records, tensors = [], {}
-    bar = tqdm(total=len(jobs), desc=f"iter {iteration} sampling", disable=not progress, leave=False)
-    for start in range(0, len(jobs), cfg.batch_size):
+    drawn = []  # per batch of mine: [(record, tensors), ...]
+    n_mine = sum(len(jobs[start : start + cfg.batch_size]) for start in starts)
+    bar = tqdm(total=n_mine, desc=f"iter {iteration} sampling", disable=not progress, leave=False)
+    for start in starts:
         batch = jobs[start : start + cfg.batch_size]
         seeds = [candidate_seed(run_seed, iteration, p, k) for p, k in batch]
         samples = adapter.sample([prompts[p] for p, _ in batch], seeds, diversity)
+        done = []
         for offset, ((p, k), seed, sample) in enumerate(zip(batch, seeds, samples, strict=True)):
             index = start + offset
             image = f"images/p{p:05d}_k{k:02d}.png"
             runio.save_png(iter_dir / image, sample.image)
-            tensors.update(sample_tensors(index, sample))
-            records.append(SampleRecord(index, p, k, prompts[p], seed, image))
+            done.append((SampleRecord(index, p, k, prompts[p], seed, image), sample_tensors(index, sample)))
+        drawn.append(done)
         bar.update(len(batch))
     bar.close()
+    records, tensors = [], {}
+    for record, sample_tensor in (row for done in procs.gather(drawn) for row in done):
+        records.append(record)
+        tensors.update(sample_tensor)
     return records, tensors
 
 

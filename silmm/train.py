@@ -6,7 +6,11 @@ The reference is the model at the start of the iteration: by default the log-pro
 pairs were built (`pairs.reference_outputs`), or, with `train.reference=adapter_off`, recomputed each step
 inside `Adapter.reference()`. All randomness (LoRA init, LoRA dropout, batch order) comes from `seed`, inside
 a forked RNG, so a re-run of the stage after a crash trains exactly the same weights.
-Not here: multi-process data sharding (the adapter's forward does not go through a DDP wrapper).
+Several processes (`accelerate launch`) are data parallel by hand, because the adapters' forwards do not go
+through a DDP wrapper: each process takes every `world`-th pair of each batch, scales its summed loss by the
+whole batch's size, and the LoRA gradients are summed across processes before the optimiser step, so every
+process takes the single-process step (equal up to float rounding). LoRA dropout masks (`lora.dropout` > 0)
+depend on which process draws them, so with dropout the weights match in distribution only.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from silmm.adapters.base import Adapter
 from silmm.config import DPOConfig, LoraConfig, TrainConfig
 from silmm.losses import dpo_loss, kc_dpo_loss, sft_loss_continuous, sft_loss_discrete
 from silmm.pairs import PreferencePair, pair_samples
+from silmm.runio import Processes
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,19 @@ def _lora_dropout_train(model: torch.nn.Module, on: bool) -> None:
             module.train(on)
 
 
+def _sum_across_processes(accelerator, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """One all-reduce (sum) for a list of tensors: flattened together, split back to their shapes."""
+    flat = accelerator.reduce(torch.cat([t.reshape(-1) for t in tensors]), reduction="sum")
+    return [part.view_as(t).to(t.dtype) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
+
+
+def _sum_grads_across_processes(accelerator, params: list[torch.nn.Parameter]) -> None:
+    """Every process gets the sum of all processes' gradients (a process without pairs contributes zeros)."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    for param, grad in zip(params, _sum_across_processes(accelerator, grads), strict=True):
+        param.grad = grad
+
+
 def preference_update(
     adapter: Adapter,
     data: PairData,
@@ -125,6 +143,7 @@ def preference_update(
     from accelerate import Accelerator
 
     accelerator = accelerator or Accelerator(mixed_precision=train.mixed_precision)
+    procs = Processes(accelerator.process_index, accelerator.num_processes)
     n_pairs = len(data.pairs)
     if n_pairs == 0:
         raise ValueError("preference_update needs at least one pair")
@@ -141,25 +160,35 @@ def preference_update(
         for epoch in tqdm(range(train.epochs), desc=desc, disable=not progress, leave=False):
             perm = torch.randperm(n_pairs, generator=order).tolist()
             batches = [perm[s : s + train.batch_size] for s in range(0, n_pairs, train.batch_size)]
-            sums = {"loss": 0.0, "reward_margin": 0.0, "reward_accuracy": 0.0}
+            sums = torch.zeros(3, dtype=torch.float64, device=accelerator.device)  # loss, margin, accuracy
             for b, idx in enumerate(batches):
                 group_start = b - b % train.grad_accum
                 group_len = min(train.grad_accum, len(batches) - group_start)
-                losses, chosen_rewards, rejected_rewards = batch_loss(
-                    adapter, data, idx, dpo, train.reference
-                )
-                accelerator.backward(losses.mean() / group_len)
-                margins = (chosen_rewards - rejected_rewards).float()
-                sums["loss"] += float(losses.detach().sum())
-                sums["reward_margin"] += float(margins.sum())
-                sums["reward_accuracy"] += float((margins > 0).float().sum())
+                mine = procs.mine(idx)
+                if mine:  # a batch smaller than the number of processes leaves some without pairs
+                    losses, chosen_rewards, rejected_rewards = batch_loss(
+                        adapter, data, mine, dpo, train.reference
+                    )
+                    # this process's part of the batch mean; the processes' gradients are summed below
+                    accelerator.backward(losses.sum() / (len(idx) * group_len))
+                    margins = (chosen_rewards - rejected_rewards).double()
+                    sums += torch.stack(
+                        [losses.detach().double().sum(), margins.sum(), (margins > 0).double().sum()]
+                    ).to(sums.device)
                 if b - group_start + 1 == group_len:
+                    if procs.world > 1:
+                        _sum_grads_across_processes(accelerator, params)
                     if train.max_grad_norm > 0:
                         accelerator.clip_grad_norm_(params, train.max_grad_norm)
                     optimizer.step()
                     optimizer.zero_grad()
                     steps += 1
-            epochs.append({k: v / n_pairs for k, v in sums.items()} | {"epoch": epoch})
+            if procs.world > 1:
+                (sums,) = _sum_across_processes(accelerator, [sums])
+            loss, margin, accuracy = (v / n_pairs for v in sums.tolist())
+            epochs.append(
+                {"loss": loss, "reward_margin": margin, "reward_accuracy": accuracy, "epoch": epoch}
+            )
         _lora_dropout_train(adapter.model, False)
     return {"pairs": n_pairs, "optimizer_steps": steps, "epochs": epochs} | {
         k: epochs[-1][k] for k in ("loss", "reward_margin", "reward_accuracy")
