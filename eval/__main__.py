@@ -7,6 +7,8 @@
 `--model` samples through `silmm.adapters.load_adapter` (the only place eval touches an adapter: the benchmark
 modules see a plain `generate_fn(prompts, seeds) -> images`); `--images` scores a folder another tool produced.
 Judges load by hub id or local folder. Bad input fails with one message before scoring; exit status 2.
+Under `accelerate launch --num_processes N -m eval ...` (or torchrun) the work is sharded across the processes
+and the main process writes the same result files as a single-process run; `world` runs on the main process.
 """
 
 from __future__ import annotations
@@ -16,7 +18,13 @@ import json
 import sys
 from pathlib import Path
 
-from eval.common import DEFAULT_CACHE_DIR, EvalInputError, JudgeUnavailableError, resolve_device
+from eval.common import (
+    DEFAULT_CACHE_DIR,
+    EvalInputError,
+    JudgeUnavailableError,
+    current_shard,
+    resolve_device,
+)
 
 DEFAULT_BLIP = "Salesforce/blip-vqa-capfilt-large"
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
@@ -59,9 +67,8 @@ def build_parser(with_world: bool = False) -> argparse.ArgumentParser:
         "--judge", default=DEFAULT_BLIP, help="BLIP-VQA judge, hub id or folder (default %(default)s)"
     )
     t2i.add_argument("--clip", default=DEFAULT_CLIP, help="CLIP, hub id or folder (default %(default)s)")
-    t2i.add_argument(
-        "--detector", default=DEFAULT_DETECTOR, help="OWLv2, hub id or folder (default %(default)s)"
-    )
+    t2i.add_argument("--detector", default=DEFAULT_DETECTOR,
+                     help="OWLv2 or Grounding DINO (by model_type), hub id or folder (default %(default)s)")  # fmt: skip
     t2i.add_argument(
         "--depth", default=DEFAULT_DEPTH, help="DPT depth, hub id or folder (default %(default)s)"
     )
@@ -70,7 +77,11 @@ def build_parser(with_world: bool = False) -> argparse.ArgumentParser:
     )
     t2i.add_argument("--vocab-gate", action=argparse.BooleanOptionalAction, default=None,
                      help="UniDet vocabulary gate (default: on in official mode, off in fixed mode)")  # fmt: skip
-    t2i.add_argument("--det-threshold", type=float, default=0.1, help="OWLv2 box score threshold")
+    t2i.add_argument("--det-threshold", type=float,
+                     help="box score threshold (default: OWLv2 0.1, Grounding DINO 0.35 as officially)")  # fmt: skip
+    t2i.add_argument(
+        "--text-threshold", type=float, default=0.25, help="Grounding DINO phrase threshold (official 0.25)"
+    )
     t2i.add_argument("--color-val", choices=["current", "legacy"], default="current")
     t2i.add_argument("--images-per-prompt", type=int, default=10)
     t2i.add_argument("--blip-size", type=int, default=480, help="BLIP input side (official 480)")
@@ -78,9 +89,8 @@ def build_parser(with_world: bool = False) -> argparse.ArgumentParser:
 
     dpg = sub.add_parser("dpg-bench", help="DPG-Bench (1,065 prompts, 2x2 grids, DSG questions)")
     _source_args(dpg)
-    dpg.add_argument(
-        "--judge", default=DEFAULT_BLIP, help="yes/no VQA judge, hub id or folder (default %(default)s)"
-    )
+    dpg.add_argument("--judge", default=DEFAULT_BLIP,
+                     help="yes/no judge, BLIP-VQA or Qwen2.5-VL (by model_type), hub id or folder (default %(default)s)")  # fmt: skip
     dpg.add_argument("--csv", type=Path, help="local dpg_bench.csv (else download+cache, verified)")
     dpg.add_argument(
         "--no-verify-csv", action="store_true", help="accept a CSV whose git blob differs (recorded)"
@@ -115,25 +125,28 @@ def make_generate_fn(name: str, adapter_dir: Path | None, device: str):
 def _common(args, benchmark: str) -> tuple:
     label = args.model + (f"+{args.adapter.name}" if args.adapter else "") if args.model else args.images.name
     out = args.out = args.out or Path("eval_results") / benchmark / label
-    device = resolve_device(args.device)
+    shard, device = current_shard(args.device)
+    device = resolve_device(device)
     generate_fn = make_generate_fn(args.model, args.adapter, device) if args.model else None
-    return label, out, generate_fn, device
+    return label, out, generate_fn, device, shard
 
 
 def run_t2i(args) -> dict:
     t2i = _t2i()
     cats = tuple(c.strip() for c in args.categories.split(",") if c.strip())
     cfg = t2i.T2IConfig(categories=cats, limit=args.limit, images_per_prompt=args.images_per_prompt, mode=args.mode,
-                        vocab_gate=args.vocab_gate, det_threshold=args.det_threshold, color_val=args.color_val,
-                        batch_size=args.batch_size, blip_image_size=args.blip_size, depth_input_size=args.depth_size,
-                        prompts_dir=args.prompts_dir, cache_dir=args.cache_dir)  # fmt: skip
-    label, out, generate_fn, device = _common(args, "t2i-compbench")
+                        vocab_gate=args.vocab_gate, det_threshold=args.det_threshold, text_threshold=args.text_threshold,
+                        color_val=args.color_val, batch_size=args.batch_size, blip_image_size=args.blip_size,
+                        depth_input_size=args.depth_size, prompts_dir=args.prompts_dir, cache_dir=args.cache_dir)  # fmt: skip
+    label, out, generate_fn, device, shard = _common(args, "t2i-compbench")
 
     def load():
         return t2i.load_judges(cats, blip=args.judge, clip=args.clip, detector=args.detector, depth=args.depth,
                                cfg=cfg, device=device)  # fmt: skip
 
-    return t2i.run(cfg, load, out_dir=out, model=label, generate_fn=generate_fn, images_dir=args.images)
+    return t2i.run(
+        cfg, load, out_dir=out, model=label, generate_fn=generate_fn, images_dir=args.images, shard=shard
+    )
 
 
 def run_dpg(args) -> dict:
@@ -143,9 +156,9 @@ def run_dpg(args) -> dict:
     cfg = dpg_bench.DpgConfig(limit=args.limit, official_quirks=args.official_quirks, batch_size=args.batch_size,
                               prompts_dir=args.prompts_dir, csv_path=args.csv, verify_csv=not args.no_verify_csv,
                               cache_dir=args.cache_dir)  # fmt: skip
-    label, out, generate_fn, device = _common(args, "dpg-bench")
+    label, out, generate_fn, device, shard = _common(args, "dpg-bench")
     return dpg_bench.run(cfg, lambda: load_vqa_judge(args.judge, device=device), out_dir=out, model=label,
-                         generate_fn=generate_fn, images_dir=args.images)  # fmt: skip
+                         generate_fn=generate_fn, images_dir=args.images, shard=shard)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,12 +172,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.benchmark == "world":
             from eval import world as world_bench
 
-            summary = world_bench.run(args)
+            # the world evaluation is not sharded: the main process runs all of it
+            is_main = current_shard(None)[0].is_main
+            summary = world_bench.run(args) if is_main else {}
         else:
+            is_main = current_shard(args.device)[0].is_main
             summary = {"t2i-compbench": run_t2i, "dpg-bench": run_dpg}[args.benchmark](args)
     except (EvalInputError, JudgeUnavailableError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if not is_main:
+        return 0  # the main process reports (and wrote the result files)
     keys = ("benchmark", "model", "scores", "overall", "n_prompts", "complete", "seconds")
     print(json.dumps({k: summary.get(k) for k in keys}, indent=2))
     if args.benchmark != "world":

@@ -5,8 +5,9 @@
 
 Each scorer runs the same images in batches of `--batch` and one by one, `--repeats` times; the medians and their
 ratio are printed in one table (and written as JSON with --json). Real-size mode builds BLIP ViT-B/16 at 480 px,
-CLIP ViT-B/32, OWLv2 B/16 at 960 px and DPT-hybrid at 480 px from their default configs with random weights:
-compute cost equals the real checkpoints', so per-image times give wall-time estimates (docs/EVAL.md).
+CLIP ViT-B/32, OWLv2 B/16 at 960 px, Grounding DINO Swin-T + BERT-base at 800 px and DPT-hybrid at 480 px from
+their default configs with random weights: compute cost equals the real checkpoints', so per-image times give
+wall-time estimates (docs/EVAL.md). The DPG row asks each grid its own 16 questions, as DPG-Bench does.
 `build_tiny_judges` is also what the tests use: it saves every judge with save_pretrained to local folders.
 """
 
@@ -51,7 +52,8 @@ def _bert_tokenizer(folder: Path, extra: list[str]):
         *list("abcdefghijklmnopqrstuvwxyz"),
         *extra,
     ]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    # unique lines: a repeated word would shift the ids, and the added [DEC] would then share the last word's id
+    (folder / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n")
     return BertTokenizerFast(str(folder / "vocab.txt"), bos_token="[DEC]", model_max_length=64)
 
 
@@ -71,7 +73,7 @@ def _clip_tokenizer(folder: Path):
 
 
 def build_tiny_judges(root: Path, *, image_size: int = 64) -> dict[str, Path]:
-    """Tiny random BLIP-VQA, CLIP, OWLv2 and DPT, each saved with save_pretrained under `root`; returns folders."""
+    """Tiny random BLIP-VQA, CLIP, OWLv2, Grounding DINO and DPT, saved with save_pretrained under `root`."""
     import torch
     from transformers import (
         BlipConfig,
@@ -96,7 +98,7 @@ def build_tiny_judges(root: Path, *, image_size: int = 64) -> dict[str, Path]:
     root = Path(root)
     torch.manual_seed(0)
     side = {"height": image_size, "width": image_size}
-    folders = {k: root / k for k in ("blip", "clip", "owlv2", "dpt")}
+    folders = {k: root / k for k in ("blip", "clip", "owlv2", "grounding_dino", "dpt")}
 
     tok = _bert_tokenizer(folders["blip"], [])
     tok.add_special_tokens({"additional_special_tokens": ["[ENC]"]})
@@ -131,6 +133,8 @@ def build_tiny_judges(root: Path, *, image_size: int = 64) -> dict[str, Path]:
     otok.save_pretrained(folders["owlv2"])
     Owlv2ImageProcessorPil(size=side).save_pretrained(folders["owlv2"])
 
+    _save_grounding_dino(folders["grounding_dino"], tiny=True, image_size=image_size)
+
     dpt = DPTForDepthEstimation(DPTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64,
                                           image_size=image_size, patch_size=16, backbone_out_indices=[0, 1, 2, 3],
                                           neck_hidden_sizes=[16, 16, 32, 32], fusion_hidden_size=32,
@@ -139,8 +143,39 @@ def build_tiny_judges(root: Path, *, image_size: int = 64) -> dict[str, Path]:
     return folders
 
 
+def _save_grounding_dino(folder: Path, *, tiny: bool, image_size: int = 64) -> None:
+    """Grounding DINO (Swin + BERT) with a BERT tokenizer written in code; tiny per STACK.md, or Swin-T/BERT-base."""
+    from transformers import (
+        BertConfig,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessorPil,
+        SwinConfig,
+    )
+
+    tok = _bert_tokenizer(folder, [".", "person", "chair", "hot"])
+    if tiny:  # ../shared/docs/STACK.md 2b (decoder_layers >= 2, else tie_weights fails)
+        swin = SwinConfig(embed_dim=16, depths=[1] * 4, num_heads=[1] * 4, window_size=4, image_size=image_size,
+                          out_features=["stage2", "stage3", "stage4"])  # fmt: skip
+        bert = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                          intermediate_size=32, max_position_embeddings=64)  # fmt: skip
+        config = GroundingDinoConfig(backbone_config=swin.to_dict(), text_config=bert.to_dict(), d_model=32, encoder_layers=1,
+                                     decoder_layers=2, num_queries=10, num_feature_levels=3, encoder_n_points=2,
+                                     decoder_n_points=2, encoder_ffn_dim=32, decoder_ffn_dim=32, encoder_attention_heads=2,
+                                     decoder_attention_heads=2, max_text_len=32)  # fmt: skip
+        processor = GroundingDinoImageProcessorPil(
+            size={"shortest_edge": image_size, "longest_edge": image_size}
+        )
+    else:  # the default config is IDEA-Research/grounding-dino-tiny's: Swin-T, BERT-base, 900 queries; 800 px input
+        config, processor = GroundingDinoConfig(), GroundingDinoImageProcessorPil()
+    GroundingDinoForObjectDetection(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    processor.save_pretrained(folder)
+
+
 def build_real_size_judges(root: Path) -> dict[str, Path]:
-    """BLIP ViT-B/16 + BERT-base, CLIP ViT-B/32, OWLv2 B/16 (960 px), DPT-hybrid: real sizes, random weights."""
+    """BLIP ViT-B/16 + BERT-base, CLIP ViT-B/32, OWLv2 B/16 (960 px), Grounding DINO (Swin-T), DPT-hybrid: real
+    sizes, random weights."""
     import torch
     from transformers import (
         BitConfig,
@@ -158,7 +193,7 @@ def build_real_size_judges(root: Path) -> dict[str, Path]:
 
     root = Path(root)
     torch.manual_seed(0)
-    folders = {k: root / k for k in ("blip", "clip", "owlv2", "dpt")}
+    folders = {k: root / k for k in ("blip", "clip", "owlv2", "grounding_dino", "dpt")}
     tok = _bert_tokenizer(folders["blip"], [])
     tok.add_special_tokens({"additional_special_tokens": ["[ENC]"]})
     blip = BlipConfig(
@@ -178,6 +213,7 @@ def build_real_size_judges(root: Path) -> dict[str, Path]:
     otok.model_max_length = 16
     otok.save_pretrained(folders["owlv2"])
     Owlv2ImageProcessorPil(size={"height": 960, "width": 960}).save_pretrained(folders["owlv2"])
+    _save_grounding_dino(folders["grounding_dino"], tiny=False)
     bit = BitConfig(global_padding="same", layer_type="bottleneck", depths=[3, 4, 9], out_features=["stage1", "stage2", "stage3"],
                     embedding_dynamic_padding=True)  # fmt: skip
     DPTForDepthEstimation(DPTConfig(is_hybrid=True, backbone_config=bit, image_size=384, neck_hidden_sizes=[256, 512, 768, 768],
@@ -190,27 +226,37 @@ def _scorers(folders: dict[str, Path], *, device: str, real: bool) -> dict:
     from eval.scorers.clip_score import ClipScorer
     from eval.scorers.depth import DptDepth
     from eval.scorers.detection import OwlDetector
+    from eval.scorers.grounding_dino import GroundingDinoDetector
     from eval.scorers.vqa import BlipYesNoJudge
 
     blip480 = BlipVqa.from_pretrained(str(folders["blip"]), device=device, image_size=480 if real else 64)
     blip384 = BlipVqa.from_pretrained(str(folders["blip"]), device=device, image_size=384 if real else 64)
     clip = ClipScorer.from_pretrained(str(folders["clip"]), device=device)
     owl = OwlDetector.from_pretrained(str(folders["owlv2"]), threshold=0.1, device=device)
+    gdino = GroundingDinoDetector.from_pretrained(str(folders["grounding_dino"]), device=device)
     depth = DptDepth.from_pretrained(str(folders["dpt"]), device=device, input_size=480 if real else 64)
     judge = BlipYesNoJudge(blip384)
     questions = ["a green bench?", "a blue bowl?", "a red dog?"]
-    dpg_q = [f"is there a red dog number {k}?" for k in range(16)]  # 16 questions per tile (DPG mean ~ 15)
+    grid_questions: dict[
+        int, list[str]
+    ] = {}  # each grid its own 16 questions (DPG mean ~ 15), as in DPG-Bench
 
     def dpg(ims):
         from eval.dpg_bench import split_grid
 
-        tiles = [t for im in ims for t in split_grid(im)]
-        return judge.answer(tiles, [dpg_q] * len(tiles))
+        for im in ims:
+            if id(im) not in grid_questions:
+                grid_questions[id(im)] = [
+                    f"is there a red dog number {len(grid_questions)}-{k}?" for k in range(16)
+                ]
+        tiles = [(t, grid_questions[id(im)]) for im in ims for t in split_grid(im)]
+        return judge.answer([t for t, _ in tiles], [q for _, q in tiles])
 
     return {
         "blip_vqa attribute (3 questions)": lambda ims: blip480.yes_ratio(ims, [questions] * len(ims)),
         "clip non-spatial": lambda ims: clip.cosine(ims, ["a green bench and a blue bowl"] * len(ims)),
         "owlv2 detection (2 queries)": lambda ims: owl.detect(ims, [["dog", "cat"]] * len(ims)),
+        "grounding dino detection (2 queries)": lambda ims: gdino.detect(ims, [["dog", "cat"]] * len(ims)),
         "dpt depth": lambda ims: depth.depth_maps(ims),
         "dpg judge (2x2 grid, 4 tiles x 16 q)": dpg,
     }

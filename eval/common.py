@@ -6,6 +6,9 @@
 - Judge weights load by hub id or local folder; a missing one raises one error that says how to provide it.
 - Per-image scores are appended to a jsonl cache keyed by a signature of the scoring settings, so an
   interrupted run resumes where it stopped. Results: results.json, per_image.jsonl, results.csv, results.html/png.
+- Under `accelerate launch` (or torchrun) each process takes batches rank, rank+world, ... (`Shard`) and writes
+  its own cache file; after a barrier the caches are read together and the main process writes the results.
+  Whole batches are dealt out, so every batch is the one a single process would score: same numbers.
 Nothing here imports torch or a model; importing this module touches no network.
 """
 
@@ -159,18 +162,68 @@ def batched(items: list[T], size: int) -> Iterator[list[T]]:
         yield items[start : start + size]
 
 
-class ScoreCache:
-    """Append-only jsonl of per-image records; entries written under other settings are ignored on load."""
+@dataclass(frozen=True)
+class Shard:
+    """This process's share of the work: batch k belongs to process k % world (one process: everything)."""
 
-    def __init__(self, path: Path, signature: dict[str, Any]):
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def take(self, batches: list[T]) -> list[T]:
+        return batches[self.rank :: self.world]
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            from accelerate import PartialState
+
+            PartialState().wait_for_everyone()
+
+
+ONE_PROCESS = Shard()
+
+
+def current_shard(device: str | None) -> tuple[Shard, str | None]:
+    """(this process's Shard, its device) under `accelerate launch` / torchrun; (Shard(), device) otherwise.
+
+    Several processes on a machine without CUDA (or with `--device cpu`) meet over gloo; with CUDA each
+    process takes the GPU of its local rank.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return ONE_PROCESS, device
+    import torch
+    from accelerate import PartialState
+
+    state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
+    own = "cpu" if state.device.type == "cpu" else str(state.device)
+    return Shard(state.process_index, state.num_processes), own if device in (None, "cuda") else device
+
+
+class ScoreCache:
+    """Append-only jsonl of per-image records; entries written under other settings are ignored on load.
+
+    With several processes, process r appends to `<stem>.rank<r>.jsonl` beside `path`; `load` reads them all.
+    """
+
+    def __init__(self, path: Path, signature: dict[str, Any], shard: Shard = ONE_PROCESS):
         self.path = Path(path)
         self.sig = hashlib.sha1(json.dumps(signature, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        own = f"{self.path.stem}.rank{shard.rank}{self.path.suffix}"
+        self.write_path = self.path if shard.world == 1 else self.path.with_name(own)
 
     def load(self) -> dict[str, dict]:
         records: dict[str, dict] = {}
-        if not self.path.is_file():
-            return records
-        for line in self.path.read_text(encoding="utf-8").splitlines():
+        for path in [self.path, *sorted(self.path.parent.glob(f"{self.path.stem}.rank*{self.path.suffix}"))]:
+            if path.is_file():
+                records.update(self._read(path))
+        return records
+
+    def _read(self, path: Path) -> dict[str, dict]:
+        records = {}
+        for line in path.read_text(encoding="utf-8").splitlines():
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:  # a line cut by an interrupted write
@@ -180,8 +233,8 @@ class ScoreCache:
         return records
 
     def append(self, records: list[dict]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as f:
+        self.write_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.write_path.open("a", encoding="utf-8") as f:
             for rec in records:
                 f.write(json.dumps({**rec, "sig": self.sig}) + "\n")
             f.flush()
@@ -214,7 +267,8 @@ def write_results(out_dir: Path, summary: dict, records: list[dict]) -> dict:
             [summary["benchmark"], summary["model"], "overall", summary["overall"], summary["complete"]]
         )
     summary = {**summary, "figure": write_figure(out_dir, summary)}
-    summary["files"] = sorted({p.name for p in out_dir.iterdir() if p.is_file()} | {"results.json"})
+    # the result files only: score caches (one per process when sharded) are not results
+    summary["files"] = ["per_image.jsonl", "results.csv", "results.html", "results.json", "results.png"]
     write_json(out_dir / "results.json", summary)
     return summary
 

@@ -8,7 +8,8 @@ DPG score = 100 x mean over prompts. Categories (5 L1, 13 L2 from the `tuple` co
 Default: all CSV rows, categories from all 4 tiles after dependency zeroing. `official_quirks=True` reproduces
 the official script's two bugs: it drops the first CSV row (ELLA #61; an image whose question depends on the
 dropped one is skipped) and computes categories from the last tile's raw answers (ELLA #60). Judge answers are
-cached per image, so both variants are computed from the same answers and reported.
+cached per image, so both variants are computed from the same answers and reported. With several processes
+(`Shard`) each generates and judges its own batches of grids; the main process writes the results.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ from pathlib import Path
 
 from eval.common import (
     DEFAULT_CACHE_DIR,
+    ONE_PROCESS,
     EvalInputError,
     GenerateFn,
     RemoteFile,
     ScoreCache,
+    Shard,
     batched,
     fetch_verified,  # fmt: skip
     git_blob_sha1,
@@ -238,12 +241,15 @@ def split_grid(grid) -> list:
     ]
 
 
-def generate(generate_fn: GenerateFn, prompts: dict[str, str], folder: Path, cfg: DpgConfig) -> None:
-    """Write `<stem>.png` grids for every prompt without one (resumable)."""
+def generate(generate_fn: GenerateFn, prompts: dict[str, str], folder: Path, cfg: DpgConfig,
+             shard: Shard = ONE_PROCESS) -> None:  # fmt: skip
+    """Write `<stem>.png` grids for every prompt of this process's batches without one (resumable)."""
     folder.mkdir(parents=True, exist_ok=True)
-    todo = [s for s in prompts if not (folder / f"{s}.png").is_file()]
     seeds = [cfg.first_seed + k for k in range(TILES)]
-    for chunk in batched(todo, max(1, cfg.batch_size)):
+    for batch in shard.take(list(batched(list(prompts), cfg.batch_size))):
+        chunk = [s for s in batch if not (folder / f"{s}.png").is_file()]
+        if not chunk:
+            continue
         images = generate_fn([prompts[s] for s in chunk for _ in seeds], seeds * len(chunk))
         if len(images) != TILES * len(chunk):
             raise RuntimeError(f"generate_fn returned {len(images)} images for {TILES * len(chunk)} requests")
@@ -268,13 +274,18 @@ def _check_square(paths: dict[str, Path]) -> None:
 
 
 def collect_answers(judge, prompts: dict[str, str], paths: dict[str, Path], questions: dict[str, list[Question]],
-                    cfg: DpgConfig, cache_path: Path) -> dict[str, dict]:  # fmt: skip
-    """Judge answers {stem: {"answers": [[0/1 per question] per tile], "qids": [...]}}, cached per image."""
+                    cfg: DpgConfig, cache_path: Path, shard: Shard = ONE_PROCESS) -> dict[str, dict]:  # fmt: skip
+    """Judge answers {stem: {"answers": [[0/1 per question] per tile], "qids": [...]}}, cached per image.
+
+    Each process judges its own batches of grids; after a barrier the answers of all processes are read back."""
     from PIL import Image
 
-    cache = ScoreCache(cache_path, {"judge": judge.name, "tiles": TILES})
+    cache = ScoreCache(cache_path, {"judge": judge.name, "tiles": TILES}, shard)
     done = cache.load()
-    for chunk in batched([s for s in prompts if s not in done], cfg.batch_size):
+    for batch in shard.take(list(batched(list(prompts), cfg.batch_size))):
+        chunk = [s for s in batch if s not in done]
+        if not chunk:
+            continue
         tiles = [t for s in chunk for t in split_grid(Image.open(paths[f"{s}.png"]).convert("RGB"))]
         asked = [[q.text for q in questions[s]] for s in chunk for _ in range(TILES)]
         answers = judge.answer(tiles, asked)
@@ -282,7 +293,11 @@ def collect_answers(judge, prompts: dict[str, str], paths: dict[str, Path], ques
                     "answers": [[int(a) for a in answers[TILES * j + t]] for t in range(TILES)]}
                    for j, s in enumerate(chunk)]  # fmt: skip
         cache.append(records)
-        done.update({r["key"]: r for r in records})
+    shard.barrier()
+    done = cache.load()
+    missing = [s for s in prompts if s not in done]
+    if missing:
+        raise RuntimeError(f"{len(missing)} grids have no answers in {cache_path} (e.g. {missing[0]!r})")
     return {s: done[s] for s in prompts}
 
 
@@ -297,8 +312,10 @@ def _results(
 
 
 def run(cfg: DpgConfig, load_judge: Callable[[], object], *, out_dir: Path, model: str, generate_fn: GenerateFn | None = None,
-        images_dir: Path | None = None) -> dict:  # fmt: skip
-    """Generate (or take) the grids, validate prompts, CSV and images, judge every tile, write the results."""
+        images_dir: Path | None = None, shard: Shard = ONE_PROCESS) -> dict:  # fmt: skip
+    """Generate (or take) the grids, validate prompts, CSV and images, judge every tile, write the results.
+
+    With several processes each generates and judges its own batches; the main process writes the results."""
     if (generate_fn is None) == (images_dir is None):
         raise EvalInputError("give exactly one of generate_fn (a model) or images_dir (a folder of images)")
     start = time.time()
@@ -311,13 +328,14 @@ def run(cfg: DpgConfig, load_judge: Callable[[], object], *, out_dir: Path, mode
     # 2. images: generate what is missing, then validate the folder before scoring
     folder = out_dir / "images" if generate_fn is not None else Path(images_dir)
     if generate_fn is not None:
-        generate(generate_fn, prompts, folder, cfg)
+        generate(generate_fn, prompts, folder, cfg, shard)
+    shard.barrier()  # every process's grids are written before the folder is validated
     paths = validate_image_folder(folder, [f"{s}.png" for s in prompts], allowed=[f"{s}.png" for s in manifest()],
                                   rule=NAMING_RULE)  # fmt: skip
     _check_square(paths)
     # 3. judge (loaded now: one clear error if missing), answers cached per image
     judge = load_judge()
-    cached = collect_answers(judge, prompts, paths, questions, cfg, out_dir / "answers.jsonl")
+    cached = collect_answers(judge, prompts, paths, questions, cfg, out_dir / "answers.jsonl", shard)
     # 4. both aggregations from the same answers
     quirky = build_questions(rows, official_quirks=True)
     variants = {q: aggregate(_results(cached, quirky if q else questions, q), quirky if q else questions, official_quirks=q)
@@ -332,16 +350,16 @@ def run(cfg: DpgConfig, load_judge: Callable[[], object], *, out_dir: Path, mode
         "n_skipped": main["n_skipped"], "images_per_prompt": TILES, "seeds": [cfg.first_seed + k for k in range(TILES)],
         "seconds": round(time.time() - start, 2), "judge": judge.name, "detector": None,
         "official_quirks": cfg.official_quirks, "alternative": {"official_quirks": not cfg.official_quirks, **alt},
-        "protocol_deviations": deviations(cfg, judge.name),
+        "protocol_deviations": deviations(cfg, judge),
         # quirk mode skips images by design (as the official script does); that still counts as complete
         "complete": cfg.limit is None and len(prompts) == len(manifest()),
     }  # fmt: skip
-    return write_results(out_dir, summary, records)
+    return write_results(out_dir, summary, records) if shard.is_main else summary
 
 
-def deviations(cfg: DpgConfig, judge_name: str) -> list[str]:
-    out = [f"judge: {judge_name} replaces mPLUG-large (ModelScope); yes = P(yes) > P(no) at the first answer step "
-           "instead of mPLUG's free-form answer == 'yes'; absolute scores are not comparable with published DPG numbers",
+def deviations(cfg: DpgConfig, judge) -> list[str]:
+    out = [f"judge: {judge.name} replaces mPLUG-large (ModelScope); {judge.rule} instead of mPLUG's free-form answer "
+           "== 'yes'; absolute scores are not comparable with published DPG numbers",
            f"seeds {cfg.first_seed}..{cfg.first_seed + TILES - 1} for the 4 tiles (the official protocol has none)"]  # fmt: skip
     if cfg.official_quirks:
         out.append(

@@ -2,8 +2,10 @@
 
 Protocol (BENCHMARKS.md section 1): prompts from `<category>_val.txt` (300 each) at the pinned commit; image k of
 prompt i is `samples/{prompt}_{10*i+k:06d}.png` (official scorers read the prompt and order from the file name).
-Scorers: BLIP-VQA product (color, shape, texture), OWLv2 + official 2D rules (spatial), OWLv2 + DPT depth + 3D
-rules (3d_spatial), OWLv2 counting (numeracy), raw CLIP cosine (non_spatial), 3-in-1 by sub-split (complex).
+Scorers: BLIP-VQA product (color, shape, texture), detector + official 2D rules (spatial), detector + DPT depth +
+3D rules (3d_spatial), detector counting (numeracy), raw CLIP cosine (non_spatial), 3-in-1 by sub-split (complex).
+The detector replaces UniDet: OWLv2 by default, or Grounding DINO. With several processes (`Shard`) each scores
+its own batches and the main process writes the results.
 `mode="official"` keeps the official quirks (4-decimal factors, transposed depth, "on top of" scoring 0, UniDet
 vocabulary gate); `mode="fixed"` removes them. Every substitute and quirk is listed in the results'
 `protocol_deviations`. Categories have no official overall; `overall` here is their plain mean.
@@ -19,10 +21,12 @@ from pathlib import Path
 
 from eval.common import (
     DEFAULT_CACHE_DIR,
+    ONE_PROCESS,
     EvalInputError,
     GenerateFn,
     RemoteFile,
     ScoreCache,
+    Shard,
     batched,
     fetch_verified,  # fmt: skip
     read_prompt_lines,
@@ -66,7 +70,8 @@ class T2IConfig:
     first_seed: int = 42
     mode: str = "official"  # "official" keeps the official quirks, "fixed" removes them
     vocab_gate: bool | None = None  # UniDet vocabulary gate; None = on in official mode, off in fixed mode
-    det_threshold: float = 0.1  # OWLv2 box threshold (UniDet used 0.5 on its own score scale)
+    det_threshold: float | None = None  # box threshold; None: the detector's default (OWLv2 0.1, G-DINO 0.35)
+    text_threshold: float = 0.25  # Grounding DINO's phrase threshold (official 0.25); OWLv2 has none
     color_val: str = (
         "current"  # "current" (2025-09 file) or "legacy" (behind numbers published before 2025-09)
     )
@@ -129,7 +134,8 @@ def load_judges(
     if "clip" in need:
         j.clip = ClipScorer.from_pretrained(clip, device=device)
     if "detector" in need:
-        j.detector = det.OwlDetector.from_pretrained(detector, threshold=cfg.det_threshold, device=device)
+        j.detector = det.load_detector(detector, threshold=cfg.det_threshold, text_threshold=cfg.text_threshold,
+                                       device=device)  # fmt: skip
     if "depth" in need:
         j.depth = DptDepth.from_pretrained(depth, device=device, input_size=cfg.depth_input_size)
     return j
@@ -161,15 +167,16 @@ def image_names(prompts: list[str], n: int) -> list[str]:
     return [f"{p}_{n * i + k:06d}.png" for i, p in enumerate(prompts) for k in range(n)]
 
 
-def generate_category(generate_fn: GenerateFn, prompts: list[str], folder: Path, cfg: T2IConfig) -> None:
-    """Write every missing image of the category (resumable: existing files are kept)."""
+def generate_category(generate_fn: GenerateFn, prompts: list[str], folder: Path, cfg: T2IConfig,
+                      shard: Shard = ONE_PROCESS) -> None:  # fmt: skip
+    """Write every missing image of this process's batches (resumable: existing files are kept)."""
     folder.mkdir(parents=True, exist_ok=True)
     n = cfg.images_per_prompt
-    todo = [
-        (p, cfg.first_seed + k, f"{p}_{n * i + k:06d}.png") for i, p in enumerate(prompts) for k in range(n)
-    ]
-    todo = [t for t in todo if not (folder / t[2]).is_file()]
-    for chunk in batched(todo, cfg.batch_size):
+    todo = [(p, cfg.first_seed + idx % n, name) for idx, p, name in _items(prompts, n)]
+    for batch in shard.take(list(batched(todo, cfg.batch_size))):
+        chunk = [t for t in batch if not (folder / t[2]).is_file()]
+        if not chunk:
+            continue
         images = generate_fn([p for p, _, _ in chunk], [s for _, s, _ in chunk])
         if len(images) != len(chunk):
             raise RuntimeError(f"generate_fn returned {len(images)} images for {len(chunk)} prompts")
@@ -292,25 +299,49 @@ def _scorer(category: str, cfg: T2IConfig) -> Callable:
     ]
 
 
+def _items(prompts: list[str], n: int) -> list[tuple[int, str, str]]:
+    return [(n * i + k, p, f"{p}_{n * i + k:06d}.png") for i, p in enumerate(prompts) for k in range(n)]
+
+
+def _cache(
+    category: str, judges: T2IJudges, cfg: T2IConfig, path: Path, shard: Shard = ONE_PROCESS
+) -> ScoreCache:
+    detector = judges.detector.settings if judges.detector is not None else None
+    signature = {"category": category, "mode": cfg.mode, "gate": cfg.gate, "detector": detector,
+                 "judges": judges.names, "blip_px": cfg.blip_image_size, "parser": parsing.parser_name()}  # fmt: skip
+    return ScoreCache(path, signature, shard)
+
+
 def score_category(category: str, prompts: list[str], paths: dict[str, Path], judges: T2IJudges, cfg: T2IConfig,
-                   cache_path: Path) -> list[dict]:  # fmt: skip
-    """Per-image records for one category, reusing any cached scores made with the same settings."""
+                   cache_path: Path, shard: Shard = ONE_PROCESS) -> None:  # fmt: skip
+    """Score this process's batches of one category; images cached with the same settings are skipped."""
     from PIL import Image
 
-    n = cfg.images_per_prompt
-    signature = {"category": category, "mode": cfg.mode, "gate": cfg.gate, "thr": cfg.det_threshold,
-                 "judges": judges.names, "blip_px": cfg.blip_image_size, "parser": parsing.parser_name()}  # fmt: skip
-    cache = ScoreCache(cache_path, signature)
+    cache = _cache(category, judges, cfg, cache_path, shard)
     done = cache.load()
-    items = [(n * i + k, p, f"{p}_{n * i + k:06d}.png") for i, p in enumerate(prompts) for k in range(n)]
     scorer = _scorer(category, cfg)
-    for chunk in batched([it for it in items if it[2] not in done], cfg.batch_size):
+    for batch in shard.take(list(batched(_items(prompts, cfg.images_per_prompt), cfg.batch_size))):
+        chunk = [it for it in batch if it[2] not in done]
+        if not chunk:
+            continue
         images = [Image.open(paths[name]).convert("RGB") for _, _, name in chunk]
         results = scorer(judges, [p for _, p, _ in chunk], images, cfg)
         records = [{"key": name, "category": category, "index": idx, "prompt": p, "score": s, "details": d}
                    for (idx, p, name), (s, d) in zip(chunk, results)]  # fmt: skip
         cache.append(records)
-        done.update({r["key"]: r for r in records})
+
+
+def category_records(
+    category: str, prompts: list[str], judges: T2IJudges, cfg: T2IConfig, cache_path: Path
+) -> list[dict]:
+    """Every image's record, in index order, from the cache files of all processes."""
+    done = _cache(category, judges, cfg, cache_path).load()
+    items = _items(prompts, cfg.images_per_prompt)
+    missing = [name for _, _, name in items if name not in done]
+    if missing:
+        raise RuntimeError(
+            f"{len(missing)} {category} images have no score in {cache_path} (e.g. {missing[0]!r})"
+        )
     return [{k: v for k, v in done[name].items() if k != "sig"} for _, _, name in items]
 
 
@@ -322,8 +353,8 @@ def _category_folder(images_dir: Path, category: str) -> Path:
 def deviations(cfg: T2IConfig, judges: T2IJudges) -> list[str]:
     out = []
     if "detector" in judges.names:
-        out.append(f"detector: OWLv2 ({judges.names['detector']}) replaces UniDet RS200/R50 (detectron2); its confidences "
-                   f"enter the 0.25*conf terms on OWLv2's scale; box threshold {cfg.det_threshold} instead of UniDet's 0.5")  # fmt: skip
+        out.append(f"detector: {judges.detector.describe()}; it replaces UniDet RS200/R50 (detectron2), and its "
+                   "confidences enter the 0.25*conf terms on its own scale")  # fmt: skip
         out.append("detector: UniDet vocabulary gate " + ("ON (2D exact label, 3D/numeracy substring; mimics UniDet)" if cfg.gate
                    else "OFF: open vocabulary, 2D/3D/numeracy scores not comparable with published numbers"))  # fmt: skip
         out.append(
@@ -362,8 +393,10 @@ def deviations(cfg: T2IConfig, judges: T2IJudges) -> list[str]:
 
 
 def run(cfg: T2IConfig, load_judges: Callable[[], T2IJudges], *, out_dir: Path, model: str,
-        generate_fn: GenerateFn | None = None, images_dir: Path | None = None) -> dict:  # fmt: skip
-    """Generate (or take) the images, validate them all, score every category, write the result files."""
+        generate_fn: GenerateFn | None = None, images_dir: Path | None = None, shard: Shard = ONE_PROCESS) -> dict:  # fmt: skip
+    """Generate (or take) the images, validate them all, score every category, write the result files.
+
+    With several processes each generates and scores its own batches; the main process writes the results."""
     if (generate_fn is None) == (images_dir is None):
         raise EvalInputError("give exactly one of generate_fn (a model) or images_dir (a folder of images)")
     start = time.time()
@@ -375,16 +408,20 @@ def run(cfg: T2IConfig, load_judges: Callable[[], T2IJudges], *, out_dir: Path, 
     for c in cfg.categories:
         folders[c] = out_dir / c / "samples" if generate_fn is not None else _category_folder(images_dir, c)
         if generate_fn is not None:
-            generate_category(generate_fn, prompts[c], folders[c], cfg)
+            generate_category(generate_fn, prompts[c], folders[c], cfg, shard)
+    shard.barrier()  # every process's images are written before any folder is validated
     full = {c: load_prompts(c, replace(cfg, limit=None)) for c in cfg.categories} if cfg.limit else prompts
     paths = {c: validate_image_folder(folders[c], image_names(prompts[c], cfg.images_per_prompt),
                                       allowed=image_names(full[c], cfg.images_per_prompt), rule=NAMING_RULE)
              for c in cfg.categories}  # fmt: skip
     # 3. judges (one clear error if any is missing), 4. scores, resumable
     judges = load_judges()
+    for c in cfg.categories:
+        score_category(c, prompts[c], paths[c], judges, cfg, out_dir / c / "scores.jsonl", shard)
+    shard.barrier()  # 5. every process's scores are cached; gather them
     records, scores = [], {}
     for c in cfg.categories:
-        recs = score_category(c, prompts[c], paths[c], judges, cfg, out_dir / c / "scores.jsonl")
+        recs = category_records(c, prompts[c], judges, cfg, out_dir / c / "scores.jsonl")
         scores[c] = statistics.fmean(r["score"] for r in recs)
         records += recs
     summary = {
@@ -392,10 +429,11 @@ def run(cfg: T2IConfig, load_judges: Callable[[], T2IJudges], *, out_dir: Path, 
         "n_prompts": sum(len(p) for p in prompts.values()), "n_prompts_per_category": {c: len(p) for c, p in prompts.items()},
         "images_per_prompt": cfg.images_per_prompt, "seeds": [cfg.first_seed + k for k in range(cfg.images_per_prompt)],
         "n_images": len(records), "seconds": round(time.time() - start, 2), "judge": judges.names.get("blip"),
-        "detector": judges.names.get("detector"), "clip": judges.names.get("clip"), "depth": judges.names.get("depth"),
+        "detector": judges.names.get("detector"), "detector_settings": judges.detector.settings if judges.detector else None,
+        "clip": judges.names.get("clip"), "depth": judges.names.get("depth"),
         "mode": cfg.mode, "vocab_gate": cfg.gate, "noun_phrases": parsing.parser_name(), "color_val": cfg.color_val,
         "overall_note": "mean of the category scores (the official tables report no overall)",
         "protocol_deviations": deviations(cfg, judges),
         "complete": cfg.limit is None and cfg.images_per_prompt == 10 and all(len(prompts[c]) == len(full[c]) for c in prompts),
     }  # fmt: skip
-    return write_results(out_dir, summary, records)
+    return write_results(out_dir, summary, records) if shard.is_main else summary

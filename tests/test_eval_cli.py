@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tiny_real_models as T
 from PIL import Image
 
 from eval import dpg_bench as dpg
@@ -69,6 +70,24 @@ def test_t2i_cli_scores_all_categories_and_resumes(t2i_folder, tmp_path, judges,
     assert '"complete": false' in capsys.readouterr().out
 
 
+def test_t2i_cli_with_grounding_dino(t2i_folder, tmp_path, judges):
+    out, categories = tmp_path / "out", "spatial,3d_spatial,numeracy"
+    args = _t2i_args(t2i_folder, out, judges, "--categories", categories, "--text-threshold", "0.0")
+    args[args.index("--detector") + 1] = str(judges["grounding_dino"])
+    assert main(args) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["detector"] == str(judges["grounding_dino"]) and ",".join(res["scores"]) == categories
+    settings = {"family": "grounding-dino", "box_threshold": 0.0, "text_threshold": 0.0}
+    assert res["detector_settings"] == settings
+    assert any(d.startswith("detector: Grounding DINO") for d in res["protocol_deviations"])
+    records = [json.loads(line) for line in (out / "per_image.jsonl").read_text().splitlines()]
+    for r in records:  # every box is labelled with one of the names its image was queried for
+        asked = r["details"].get("objects") or [name for name, _ in r["details"]["targets"]]
+        assert {label for label, _, _ in r["details"]["detections"]} <= set(asked)
+        assert 0 <= r["score"] <= 1
+    assert sum(len(r["details"]["detections"]) for r in records) > 0
+
+
 def test_t2i_cli_rejects_bad_folder_before_scoring(t2i_folder, tmp_path, judges, capsys):
     victim = next((t2i_folder / "spatial" / "samples").iterdir())
     victim.rename(victim.with_name("wrong name.png"))
@@ -91,18 +110,27 @@ def test_t2i_cli_unknown_category_and_missing_judge(t2i_folder, tmp_path, judges
 CSV_HEAD = "item_id,text,keywords,proposition_id,dependency,category_broad,category_detailed,tuple,question_natural_language\n"
 
 
-def test_dpg_cli_with_hand_made_csv(tmp_path, judges):
-    stems = sorted(dpg.manifest())[:2]
+def dpg_inputs(root: Path, n: int) -> list[str]:
+    """`grids/` with 2x2 noise grids for the first n prompts and `q.csv` with 2 questions each (q2 depends on q1).
+
+    Returns the command-line arguments for them (judge and output folder not included)."""
+    stems = sorted(dpg.manifest())[:n]
     rows = "".join(f"{s},t,k,1,0,entity,whole,entity - whole (dog),Is there a dog?\n"
                    f"{s},t,k,2,1,attribute,color,attribute - color (dog; red),Is the dog red?\n" for s in stems)  # fmt: skip
-    (tmp_path / "q.csv").write_text(CSV_HEAD + rows)
-    (tmp_path / "grids").mkdir()
-    for s in stems:
-        dpg.make_grid([_noise(k, 32) for k in range(4)]).save(tmp_path / "grids" / f"{s}.png")
-    args = ["dpg-bench", "--images", str(tmp_path / "grids"), "--csv", str(tmp_path / "q.csv"), "--limit", "2",
-            "--prompts-dir", str(DPG_DIR), "--judge", str(judges["blip"]), "--out", str(tmp_path / "out"), "--device", "cpu"]  # fmt: skip
-    assert main(args) == 2  # the hand-made CSV is not the official blob
-    assert main([*args, "--no-verify-csv"]) == 0
+    (root / "q.csv").write_text(CSV_HEAD + rows)
+    (root / "grids").mkdir()
+    for i, s in enumerate(stems):
+        dpg.make_grid([_noise(4 * i + k, 32) for k in range(4)]).save(root / "grids" / f"{s}.png")
+    return ["dpg-bench", "--images", str(root / "grids"), "--csv", str(root / "q.csv"), "--limit", str(n),
+            "--prompts-dir", str(DPG_DIR), "--no-verify-csv", "--device", "cpu"]  # fmt: skip
+
+
+def test_dpg_cli_with_hand_made_csv(tmp_path, judges):
+    args = [*dpg_inputs(tmp_path, 2), "--judge", str(judges["blip"]), "--out", str(tmp_path / "out")]
+    assert (
+        main([a for a in args if a != "--no-verify-csv"]) == 2
+    )  # the hand-made CSV is not the official blob
+    assert main(args) == 0
     res = json.loads((tmp_path / "out" / "results.json").read_text())
     assert res["n_prompts"] == 2 and res["images_per_prompt"] == 4 and res["complete"] is False
     assert 0 <= res["overall"] <= 100 and res["alternative"]["official_quirks"] is True
@@ -110,6 +138,19 @@ def test_dpg_cli_with_hand_made_csv(tmp_path, judges):
         res["alternative"]["n_skipped"] == 1
     )  # quirk: first row dropped -> its child raises -> image skipped
     assert any("NOT verified" in d for d in res["protocol_deviations"])
+
+
+def test_dpg_cli_with_a_qwen_judge(tmp_path):
+    judge = T.save_qwen_vl(str(tmp_path / "qwen"))
+    args = [*dpg_inputs(tmp_path, 2), "--judge", judge, "--out", str(tmp_path / "out")]
+    assert main(args) == 0
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert res["judge"] == judge and res["n_prompts"] == 2 and 0 <= res["overall"] <= 100
+    assert any("Please answer yes or no" in d for d in res["protocol_deviations"])
+    answers = [json.loads(line) for line in (tmp_path / "out" / "answers.jsonl").read_text().splitlines()]
+    assert [len(a["answers"]) for a in answers] == [4, 4] and all(
+        len(t) == 2 for a in answers for t in a["answers"]
+    )
 
 
 def test_world_is_dispatched_to_eval_world(monkeypatch, capsys):

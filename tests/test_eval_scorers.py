@@ -1,17 +1,22 @@
 """Each scorer end to end on tiny random judges saved with save_pretrained and loaded by local folder."""
 
+import types
+
 import numpy as np
 import pytest
+import tiny_real_models as T
 import torch
 from PIL import Image
 
 from eval.bench import build_tiny_judges
-from eval.common import JudgeUnavailableError
+from eval.common import EvalInputError, JudgeUnavailableError
+from eval.scorers import detection as det
 from eval.scorers.blip_vqa import BlipVqa
 from eval.scorers.clip_score import ClipScorer
 from eval.scorers.depth import DptDepth
-from eval.scorers.detection import Detection, OwlDetector, detector_frame
-from eval.scorers.vqa import load_vqa_judge
+from eval.scorers.detection import Detection, OwlDetector, detector_frame, load_detector
+from eval.scorers.grounding_dino import GroundingDinoDetector, caption
+from eval.scorers.vqa import QwenYesNoJudge, load_vqa_judge
 
 
 @pytest.fixture(scope="module")
@@ -30,15 +35,36 @@ def test_blip_vqa_batched_equals_single_and_product_rule(judges):
     ims = _images(3)
     qs = [["a green bench?", "a blue bowl?"], ["a dog?"], []]
     batched = vqa.yes_ratio(ims, qs)
-    single = [vqa.yes_ratio([im], [q])[0] for im, q in zip(ims, qs)]
+    single = [
+        [vqa.yes_ratio([im], [[q]])[0][0] for q in qs_i] for im, qs_i in zip(ims, qs)
+    ]  # one pair a call
     assert [len(r) for r in batched] == [2, 1, 0]
     for b, s in zip(batched, single):
-        assert b == pytest.approx(s, abs=1e-3) and all(0 < x < 1 for x in b)
+        # no padding reaches the answer (transformers ignores BLIP cross-attention masks): same as one at a time
+        assert b == pytest.approx(s, abs=1e-6) and all(0 < x < 1 for x in b)
     (score, factors), _, (empty, _) = vqa.attribute_scores(
         ims, [["a green bench", "a blue bowl"], ["a dog"], []]
     )
     assert factors == [round(x, 4) for x in batched[0]] and score == pytest.approx(factors[0] * factors[1])
     assert empty == 1.0  # no noun phrase: the official product starts at 1
+
+
+def test_blip_questions_packed_per_image_equal_one_at_a_time(judges):
+    vqa = BlipVqa.from_pretrained(str(judges["blip"]), image_size=64)
+    embeds = vqa.encode_images(_images(2))
+    qs = [["a green bench?", "a dog?", "a blue bowl?"], ["a red dog?"]]  # 6, 4, 6 and 5 tokens
+    packed, unpacked = vqa.probs(embeds, qs, pack=True), vqa.probs(embeds, qs, pack=False)
+    alone = [vqa.probs(embeds[i : i + 1], [[q]], pack=False) for i, row in enumerate(qs) for q in row]
+    for k in (0, 1):  # P(yes), P(no)
+        torch.testing.assert_close(packed[k], unpacked[k], rtol=1e-5, atol=1e-8)
+        torch.testing.assert_close(packed[k], torch.cat([a[k] for a in alone]), rtol=1e-5, atol=1e-8)
+    # the rule: packing saves (questions - 1) x image tokens x width (32 here) of key/value work and costs
+    # T^2 - sum L^2 of self-attention; two 5-token questions: 10^2 - 2 * 5^2 = 50
+    rows = [[[0] * 5, [0] * 5]]
+    assert not vqa._packing_pays(rows, image_tokens=1)  # saves 32 < 50
+    assert vqa._packing_pays(rows, image_tokens=2)  # saves 64 > 50
+    tile = [[[0] * 15] * 16]  # a DPG tile: 16 questions of 15 tokens, 577 image tokens (384 px)
+    assert vqa._packing_pays(tile, image_tokens=577)
 
 
 def test_clip_raw_cosine(judges):
@@ -63,6 +89,62 @@ def test_owlv2_boxes_in_unidet_frame(judges):
     assert all(0 <= x1 <= x2 <= 480 and 0 <= y1 <= y2 <= 360 for x1, y1, x2, y2 in boxes)
 
 
+def test_detector_family_and_default_threshold_from_the_checkpoint(judges):
+    owl = load_detector(str(judges["owlv2"]), threshold=None, text_threshold=0.25)
+    gdino = load_detector(str(judges["grounding_dino"]), threshold=None, text_threshold=0.25)
+    assert isinstance(owl, OwlDetector) and owl.threshold == 0.1
+    assert isinstance(gdino, GroundingDinoDetector)
+    assert (gdino.threshold, gdino.text_threshold) == (0.35, 0.25)  # the official demo values
+    assert load_detector(str(judges["grounding_dino"]), threshold=0.2, text_threshold=0.3).settings == {
+        "family": "grounding-dino", "box_threshold": 0.2, "text_threshold": 0.3}  # fmt: skip
+    with pytest.raises(EvalInputError, match="model_type 'blip'; supported: \\['grounding-dino', 'owlv2'\\]"):
+        load_detector(str(judges["blip"]), threshold=None, text_threshold=0.25)
+
+
+def test_grounding_dino_end_to_end_in_unidet_frame(judges):
+    gdino = load_detector(str(judges["grounding_dino"]), threshold=0.0, text_threshold=0.0)
+    ims = [*_images(1, size=(128, 96)), *_images(1, size=(64, 64))]
+    queries = [["dog", "cat"], ["hot dog", "bench", "person"]]
+    dets = gdino.detect(ims, queries)
+    # every token passes text threshold 0, so each phrase holds the whole caption: the first name it contains wins
+    assert [len(d) for d in dets] == [10, 10]  # all 10 queries of the tiny model pass box threshold 0
+    assert {d.label for d in dets[0]} == {"dog"} and {d.label for d in dets[1]} == {"hot dog"}
+    assert all(0 <= x1 <= x2 <= 480 and 0 <= y1 <= y2 <= 360 for x1, y1, x2, y2 in (d.box for d in dets[0]))
+    # one forward per image size: batching changes nothing
+    assert dets[1] == gdino.detect(ims[1:], queries[1:])[0]
+
+
+def test_grounding_dino_phrases_and_thresholds_on_hand_made_outputs(judges):
+    """Official rules on logits chosen by hand: caption "dog. cat." = [CLS] dog . cat . [SEP] (positions 0..5)."""
+    gdino = load_detector(str(judges["grounding_dino"]), threshold=None, text_threshold=0.25)  # 0.35 / 0.25
+    names = ["dog", "cat"]
+    ids = gdino.processor.tokenizer([caption(names)], return_tensors="pt").input_ids
+    assert caption(names) == "dog. cat." and ids.shape == (1, 6)
+    logit = lambda p: float(np.log(p / (1 - p)))  # noqa: E731
+    logits = torch.full((1, 5, 32), -30.0)
+    logits[0, 0, 1] = logit(0.9)  # "dog" 0.9 -> dog, score 0.9
+    logits[0, 1, 3] = logit(0.6)  # with "dog" at 0.3 the phrase is "dog cat" -> first name in it: dog, 0.6
+    logits[0, 1, 1] = logit(0.3)
+    logits[0, 2, 3] = logit(0.3)  # best token 0.3 < box threshold 0.35 -> dropped
+    logits[0, 3, 2] = logit(0.5)  # only "." passes the text threshold -> empty phrase -> dropped
+    logits[0, 4, 3] = logit(0.8)  # "cat" 0.8 -> cat
+    # (cx, cy, w, h) relative to the image
+    boxes = torch.tensor([[[0.25, 0.5, 0.2, 0.4], [0.5, 0.5, 1.2, 0.2], [0.5, 0.5, 0.1, 0.1], [0.5, 0.5, 0.1, 0.1],
+                           [0.75, 0.5, 0.2, 0.4]]])  # fmt: skip
+    image = Image.new("RGB", (200, 100))  # UniDet frame 480 x 240: x 2.4
+    out = types.SimpleNamespace(logits=logits, pred_boxes=boxes)
+    (dets,) = gdino.to_detections(out, ids, [image], [names])
+    assert [(d.label, round(d.score, 4)) for d in dets] == [("dog", 0.9), ("dog", 0.6), ("cat", 0.8)]
+    # image pixels (30, 30, 70, 70) -> (72, 72, 168, 168); the wide box is clipped to the frame
+    assert dets[0].box == pytest.approx((72, 72, 168, 168), abs=1e-3)
+    assert dets[1].box == pytest.approx((0, 96, 480, 144), abs=1e-3)
+    assert dets[2].box == pytest.approx((312, 72, 408, 168), abs=1e-3)
+    # official 2D rule: dog (0.9) left of cat (0.8), no overlap -> 0.25*0.9 + 0.25*0.8 + 0.5*1
+    assert det.spatial_2d_score("dog", "cat", "on the left of", dets) == pytest.approx(0.925, abs=1e-6)
+    # numeracy: 2 dogs (no 0.9 overlap) for target 1 -> 0.5; 1 cat for target 1 -> 1; mean 0.75
+    assert det.numeracy_score([("dog", 1), ("cat", 1)], dets) == 0.75
+
+
 def test_dpt_depth_maps(judges):
     depth = DptDepth.from_pretrained(str(judges["dpt"]), input_size=64)
     maps = depth.depth_maps(_images(2, size=(128, 96)))
@@ -76,6 +158,26 @@ def test_dpg_blip_judge_answers_booleans(judges):
         _images(2, size=(64, 64)), [["is there a dog?", "is it red?"], ["is there a cat?"]]
     )
     assert [len(a) for a in answers] == [2, 1] and all(isinstance(x, bool) for a in answers for x in a)
+
+
+def test_dpg_qwen_judge_reuses_the_loop_judge(tmp_path):
+    judge = load_vqa_judge(T.save_qwen_vl(str(tmp_path)))
+    assert (
+        isinstance(judge, QwenYesNoJudge)
+        and judge.name == str(tmp_path)
+        and "Please answer yes or no" in judge.rule
+    )
+    ims = _images(2, size=(64, 64))
+    questions = [["is there a dog?", "is it red?", "is there a cat?"], ["is there a dog?"]]
+    answers = judge.answer(ims, questions)
+    assert [len(a) for a in answers] == [3, 1] and all(isinstance(x, bool) for a in answers for x in a)
+    # one prompt per pair, each image preprocessed once per batch: the same numbers as one pair at a time
+    pairs = [(ims[i], q) for i, qs in enumerate(questions) for q in qs]
+    p_yes, p_no = judge.judge.answer_yes_no([im for im, _ in pairs], [q for _, q in pairs], judge.template)
+    alone = [judge.judge.answer_yes_no([im], [q], judge.template) for im, q in pairs]
+    torch.testing.assert_close(p_yes, torch.cat([y for y, _ in alone]), rtol=1e-5, atol=1e-7)
+    assert [x for a in answers for x in a] == (p_yes > p_no).tolist()
+    assert len(set(p_yes.tolist())) > 1  # questions and images reach the answer
 
 
 def test_missing_judge_gives_one_clear_error(tmp_path, monkeypatch):

@@ -94,38 +94,68 @@ class BlipVqa:
         with torch.no_grad():
             return self.model.vision_model(pixel_values=pix, interpolate_pos_encoding=True).last_hidden_state
 
-    def probs(self, image_embeds: torch.Tensor, questions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """P(yes), P(no) (full-vocabulary softmax) for row i of `image_embeds` with question i; each `(B,)`."""
+    def probs(self, image_embeds: torch.Tensor, questions: list[list[str]], *, pack: bool | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """P(yes), P(no) (full-vocabulary softmax) for every question of every image, flat in order; each `(n,)`.
+
+        `pack` (default: whichever costs less, `_packing_pays`) puts the questions of one image in one
+        text-encoder sequence, each attending only to its own tokens (block-diagonal mask, positions restarting at
+        0): the image's cross-attention keys and values are then computed once instead of once per question.
+        The answer decoder reads each question's states without padding, questions of equal token length
+        together: transformers 5.24's BLIP text layers drop the cross-attention mask, so padded states would
+        leak into the answer. Either way the numbers equal one question at a time, up to float rounding."""
         import torch
 
-        tok = self.tokenizer([pre_question(q) for q in questions], padding="longest", truncation=True,
-                             max_length=MAX_QUESTION_TOKENS, return_tensors="pt").to(self.device)  # fmt: skip
-        ids = tok.input_ids.clone()
+        position = {q: i for i, q in enumerate(dict.fromkeys(q for qs in questions for q in qs))}
+        encoded = self.tokenizer([pre_question(q) for q in position], truncation=True,
+                                 max_length=MAX_QUESTION_TOKENS).input_ids  # fmt: skip
         if self.enc_id is not None:
-            ids[:, 0] = self.enc_id
-        image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=self.device)
+            encoded = [[self.enc_id, *ids[1:]] for ids in encoded]  # BLIP's [ENC] replaces [CLS]
+        per_image = [(i, [encoded[position[q]] for q in qs]) for i, qs in enumerate(questions) if qs]
+        if pack is None:
+            pack = self._packing_pays([row for _, row in per_image], image_embeds.shape[1])
+        rows = per_image if pack else [(i, [ids]) for i, row in per_image for ids in row]
+        ids, pos, segment, pairs = _layout([row for _, row in rows], self.tokenizer.pad_token_id)
+        image_embeds = image_embeds[[i for i, _ in rows]]
+        allowed = (segment[:, :, None] == segment[:, None, :]) & (segment[:, :, None] >= 0)  # (R, T, T)
+        mask = torch.zeros(allowed.shape, dtype=image_embeds.dtype).masked_fill(
+            ~allowed, torch.finfo(image_embeds.dtype).min
+        )
+        logits = torch.empty(len(pairs), self.model.config.text_config.vocab_size)
         with torch.no_grad():
-            q = self.model.text_encoder(input_ids=ids, attention_mask=tok.attention_mask, encoder_hidden_states=image_embeds,
-                                        encoder_attention_mask=image_mask).last_hidden_state  # fmt: skip
-            start = torch.full((len(questions), 1), self.model.decoder_start_token_id, device=self.device)
-            logits = self.model.text_decoder(input_ids=start, encoder_hidden_states=q,
-                                             encoder_attention_mask=tok.attention_mask).logits[:, -1]  # fmt: skip
-        p = logits.float().softmax(-1)
-        return p[:, self.yes_id].cpu(), p[:, self.no_id].cpu()
+            states = self.model.text_encoder(
+                input_ids=ids.to(self.device),
+                attention_mask=mask[:, None].to(self.device),
+                position_ids=pos.to(self.device),
+                encoder_hidden_states=image_embeds,
+            ).last_hidden_state  # (R, T, H)
+            row, first, length = (torch.tensor(c) for c in zip(*pairs))
+            for n in length.unique().tolist():
+                sel = (length == n).nonzero()[:, 0]
+                index = (first[sel, None] + torch.arange(n)).to(self.device)  # (k, n) token positions
+                q = states[row[sel, None].to(self.device), index]  # (k, n, H): these questions' own states
+                start = torch.full((len(sel), 1), self.model.decoder_start_token_id, device=self.device)
+                out = self.model.text_decoder(input_ids=start, encoder_hidden_states=q)
+                logits[sel] = out.logits[:, -1].float().cpu()
+        p = logits.softmax(-1)
+        return p[:, self.yes_id], p[:, self.no_id]
+
+    def _packing_pays(self, rows: list[list[list[int]]], image_tokens: int) -> bool:
+        """Packing saves the image keys/values of all but one question per image (image tokens x width each)
+        and adds self-attention between the questions of an image that the mask then discards (T^2 - sum L^2);
+        both per layer and head dimension. Real BLIP (577 tokens x 768) packs; tiny test models do not."""
+        width = self.model.config.text_config.encoder_hidden_size
+        saved = sum(len(row) - 1 for row in rows) * image_tokens * width
+        added = sum(sum(map(len, row)) ** 2 - sum(len(ids) ** 2 for ids in row) for row in rows)
+        return saved > added
 
     def yes_ratio(self, images: list[Image.Image], questions: list[list[str]]) -> list[list[float]]:
         """P(yes)/(P(yes)+P(no)) for every question of every image; each image encoded once."""
-        flat = [(i, q) for i, qs in enumerate(questions) for q in qs]
-        if not flat:
+        if not any(questions):
             return [[] for _ in images]
-        embeds = self.encode_images(images)
-        rows = embeds[[i for i, _ in flat]]
-        p_yes, p_no = self.probs(rows, [q for _, q in flat])
-        ratio = (p_yes / (p_yes + p_no)).tolist()
-        out: list[list[float]] = [[] for _ in images]
-        for (i, _), r in zip(flat, ratio):
-            out[i].append(r)
-        return out
+        p_yes, p_no = self.probs(self.encode_images(images), questions)
+        ratio = iter((p_yes / (p_yes + p_no)).tolist())
+        return [[next(ratio) for _ in qs] for qs in questions]
 
     def attribute_scores(
         self, images: list[Image.Image], phrases: list[list[str]]
@@ -137,3 +167,23 @@ class BlipVqa:
             attribute_score(ph, dict(zip(qs, rs)).__getitem__)
             for ph, qs, rs in zip(phrases, questions, ratios)
         ]
+
+
+def _layout(rows: list[list[list[int]]], pad_id: int):
+    """Row r holds its questions' token ids back to back: ids `(R, T)`, positions `(R, T)` restarting at 0 per
+    question, segment `(R, T)` = the question's number in its row (-1: padding), and (row, first, length) for
+    every question in order. Built as Python lists (one tensor each): per-question tensor ops cost more here."""
+    import torch
+
+    width = max(sum(map(len, row)) for row in rows)
+    ids, pos, segment, pairs = [], [], [], []
+    for r, row in enumerate(rows):
+        starts = [0]
+        for question_ids in row:
+            pairs.append((r, starts[-1], len(question_ids)))
+            starts.append(starts[-1] + len(question_ids))
+        pad = width - starts[-1]
+        ids.append([t for q in row for t in q] + [pad_id] * pad)
+        pos.append([k for q in row for k in range(len(q))] + [0] * pad)
+        segment.append([j for j, q in enumerate(row) for _ in q] + [-1] * pad)
+    return torch.tensor(ids), torch.tensor(pos), torch.tensor(segment), pairs

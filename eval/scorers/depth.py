@@ -22,7 +22,11 @@ class DptDepth:
     """Depth maps in the detector frame, values in [0, 1], batched."""
 
     def __init__(self, model, *, input_size: int = 480, device: str = "cpu"):
+        import torch
+
         self.model, self.input_size, self.device = model.to(device).eval(), input_size, device
+        if device == "cpu":  # measured on CPU only (docs/EVAL.md); GPUs keep the default layout
+            self.model.to(memory_format=torch.channels_last)
         if (
             model.config.is_hybrid
         ):  # HF's hybrid embedding refuses sizes other than the config's; MiDaS ran at 480
@@ -42,6 +46,7 @@ class DptDepth:
         return depth
 
     def depth_maps(self, images: list[Image.Image]) -> list[np.ndarray]:
+        """One float32 map per image in its detector frame; post-processing batched per image size."""
         import numpy as np
         import torch
         import torch.nn.functional as F
@@ -50,19 +55,21 @@ class DptDepth:
         size = self.input_size
         arr = np.stack([np.asarray(im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR),
                                    dtype=np.float32) / 255 for im in images])  # fmt: skip
-        pix = (torch.from_numpy(arr).permute(0, 3, 1, 2) - 0.5) / 0.5  # (B, 3, size, size)
+        pix = ((torch.from_numpy(arr).permute(0, 3, 1, 2) - 0.5) / 0.5).to(self.device)  # (B, 3, size, size)
+        if self.device == "cpu":  # channels-last convolutions: 1.4x faster batched (DPT's neck is conv-bound)
+            pix = pix.contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
-            pred = self.model(pixel_values=pix.to(self.device)).predicted_depth.float().cpu()  # (B, h, w)
-        maps = []
-        for im, d in zip(images, pred):
-            lo, hi = d.min(), d.max()
-            d = (d - lo) / (hi - lo) if hi > lo else torch.zeros_like(d)
-            d = F.interpolate(
-                d[None, None], size=(im.size[1], im.size[0]), mode="bilinear", align_corners=True
-            )[0, 0]
-            png = Image.fromarray((d.numpy() * 255).astype(np.uint8))
-            maps.append(
-                np.asarray(png.resize(detector_frame(*im.size), Image.Resampling.BILINEAR), dtype=np.float64)
-                / 255
-            )
+            pred = self.model(pixel_values=pix).predicted_depth.float()  # (B, h, w)
+        lo, hi = pred.amin((1, 2), keepdim=True), pred.amax((1, 2), keepdim=True)
+        pred = torch.where(hi > lo, (pred - lo) / (hi - lo), torch.zeros_like(pred))
+        maps: list[np.ndarray] = [None] * len(images)  # type: ignore[list-item]
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, im in enumerate(images):
+            by_size.setdefault(im.size, []).append(i)
+        for (w, h), rows in by_size.items():
+            up = F.interpolate(pred[rows][:, None], size=(h, w), mode="bilinear", align_corners=True)[:, 0]
+            png = (up * 255).to(torch.uint8).cpu().numpy()  # 8-bit PNG round trip (truncation)
+            for i, q in zip(rows, png):
+                frame = Image.fromarray(q).resize(detector_frame(w, h), Image.Resampling.BILINEAR)
+                maps[i] = np.asarray(frame, dtype=np.float32) / 255  # float32, as the official ToTensor
         return maps

@@ -3,10 +3,12 @@
 The rules are pure functions over `Detection`s, copied from T2I-CompBench's UniDet_eval scripts (BENCHMARKS.md
 1.4-1.6): 2D `pos` with the 150-px "next to" rule and the `< 0.5` zeroing, 3D `pos3d` with the transposed depth
 indexing and the overlap requirement, numeracy de-duplication with the "+1 pixel" area convention.
-UniDet (detectron2) is not available on the HF stack, so `OwlDetector` (transformers `Owlv2ForObjectDetection`)
-queries the prompt's objects by name; boxes are mapped into UniDet's input frame (short side 479, long side
-at most 480) so the pixel thresholds mean what they meant officially. `vocab_ok` reproduces UniDet's closed
-722-label vocabulary (exact match for 2D, substring for 3D/numeracy) when the gate is on.
+UniDet (detectron2) is not available on the HF stack, so an open-vocabulary detector queries the prompt's objects
+by name: `OwlDetector` (transformers `Owlv2ForObjectDetection`, the default) or Grounding DINO
+(eval/scorers/grounding_dino.py), picked by `load_detector` from the checkpoint's model_type. Boxes are mapped
+into UniDet's input frame (short side 479, long side at most 480) so the pixel thresholds mean what they meant
+officially. `vocab_ok` reproduces UniDet's closed 722-label vocabulary (exact match for 2D, substring for
+3D/numeracy) when the gate is on.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ RELATIONS_2D = ("on side of", "next to", "near", "on the left of", "on the right
                 "on the top of", "on top of")  # fmt: skip
 RELATIONS_3D = ("in front of", "behind", "hidden")
 _UNIDET_JOINED = " ".join(UNIDET_LABELS)
+OWL_THRESHOLD = 0.1  # transformers' OWLv2 post-processing default (UniDet used 0.5 on its own scale)
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,56 @@ def detector_frame(width: int, height: int, short: int = 479, max_size: int = 48
         scale = max_size / max(w, h)
         w, h = int(w * scale), int(h * scale)
     return w, h
+
+
+def to_detector_frame(box: tuple, size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """A box in image pixels, scaled into UniDet's input frame of an image of `size` (w, h) and clipped to it
+    (detectron2 clips UniDet's boxes to the image)."""
+    fw, fh = detector_frame(*size)
+    sx, sy = fw / size[0], fh / size[1]
+    x1, y1, x2, y2 = box
+    return (
+        min(max(x1 * sx, 0), fw),
+        min(max(y1 * sy, 0), fh),
+        min(max(x2 * sx, 0), fw),
+        min(max(y2 * sy, 0), fh),
+    )
+
+
+def load_detector(name_or_path: str, *, threshold: float | None, text_threshold: float, device: str = "cpu"):
+    """OWLv2 or Grounding DINO, by the checkpoint's model_type; `threshold=None` takes the family's default."""
+    from transformers import AutoConfig
+
+    from eval.common import EvalInputError, load_pretrained
+
+    config = load_pretrained(AutoConfig.from_pretrained, name_or_path, role="detector", option="--detector")
+    if config.model_type == "owlv2":
+        thr = OWL_THRESHOLD if threshold is None else threshold
+        return OwlDetector.from_pretrained(name_or_path, threshold=thr, device=device)
+    if config.model_type == "grounding-dino":
+        from eval.scorers.grounding_dino import BOX_THRESHOLD, GroundingDinoDetector
+
+        thr = BOX_THRESHOLD if threshold is None else threshold
+        return GroundingDinoDetector.from_pretrained(name_or_path, threshold=thr, text_threshold=text_threshold,
+                                                     device=device)  # fmt: skip
+    raise EvalInputError(
+        f"detector {name_or_path!r} has model_type {config.model_type!r}; supported: ['grounding-dino', 'owlv2']"
+    )
+
+
+def load_model_and_processor(name_or_path: str, model_cls, processor_cls, image_processor_cls, *, role: str):
+    """(model, processor) of a detector folder or hub id: the PIL image processor (no torchvision here) and the
+    folder's tokenizer; one JudgeUnavailableError naming `--detector` if they cannot be loaded."""
+    from transformers import AutoTokenizer
+
+    from eval.common import load_pretrained
+
+    def load(path):
+        proc = processor_cls(image_processor=image_processor_cls.from_pretrained(path),
+                             tokenizer=AutoTokenizer.from_pretrained(path))  # fmt: skip
+        return model_cls.from_pretrained(path), proc
+
+    return load_pretrained(load, name_or_path, role=role, option="--detector")
 
 
 def first_relation(prompt: str, relations: tuple[str, ...]) -> str | None:
@@ -184,23 +237,19 @@ class OwlDetector:
         self.model, self.processor = model.to(device).eval(), processor
         self.threshold, self.device, self.name = threshold, device, getattr(model, "name_or_path", "owlv2")
 
+    @property
+    def settings(self) -> dict:
+        return {"family": "owlv2", "threshold": self.threshold}
+
+    def describe(self) -> str:
+        return f"OWLv2 ({self.name}), box threshold {self.threshold} instead of UniDet's 0.5"
+
     @classmethod
     def from_pretrained(cls, name_or_path: str, *, threshold: float, device: str = "cpu") -> OwlDetector:
-        from transformers import (
-            AutoTokenizer,
-            Owlv2ForObjectDetection,
-            Owlv2ImageProcessorPil,
-            Owlv2Processor,
-        )
+        from transformers import Owlv2ForObjectDetection, Owlv2ImageProcessorPil, Owlv2Processor
 
-        from eval.common import load_pretrained
-
-        def load(path):
-            proc = Owlv2Processor(image_processor=Owlv2ImageProcessorPil.from_pretrained(path),
-                                  tokenizer=AutoTokenizer.from_pretrained(path))  # fmt: skip
-            return Owlv2ForObjectDetection.from_pretrained(path), proc
-
-        model, proc = load_pretrained(load, name_or_path, role="detector (OWLv2)", option="--detector")
+        model, proc = load_model_and_processor(name_or_path, Owlv2ForObjectDetection, Owlv2Processor,
+                                               Owlv2ImageProcessorPil, role="detector (OWLv2)")  # fmt: skip
         det = cls(model, proc, threshold=threshold, device=device)
         det.name = name_or_path
         return det
@@ -248,22 +297,9 @@ class OwlDetector:
         results = self.processor.image_processor.post_process_object_detection(
             outputs=outputs, threshold=self.threshold, target_sizes=sizes
         )
-        out = []
-        for im, names, res in zip(images, queries, results):
-            fw, fh = detector_frame(*im.size)
-            sx, sy = fw / im.size[0], fh / im.size[1]
-            dets = []
-            for score, label, box in zip(
-                res["scores"].tolist(), res["labels"].tolist(), res["boxes"].tolist()
-            ):
-                if label < len(names):
-                    x1, y1, x2, y2 = box  # clipped to the image, as detectron2 does for UniDet
-                    clipped = (
-                        min(max(x1 * sx, 0), fw),
-                        min(max(y1 * sy, 0), fh),
-                        min(max(x2 * sx, 0), fw),
-                        min(max(y2 * sy, 0), fh),
-                    )
-                    dets.append(Detection(names[label], float(score), clipped))
-            out.append(dets)
-        return out
+        return [
+            [Detection(names[label], float(score), to_detector_frame(box, im.size))
+             for score, label, box in zip(res["scores"].tolist(), res["labels"].tolist(), res["boxes"].tolist())
+             if label < len(names)]
+            for im, names, res in zip(images, queries, results)
+        ]  # fmt: skip

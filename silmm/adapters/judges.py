@@ -59,27 +59,36 @@ class QwenVLJudge:
         merge = self.image_processor.merge_size**2
         p_yes, p_no = [], []
         for start in range(0, len(images), self.batch_size):
-            batch = [im.convert("RGB") for im in images[start : start + self.batch_size]]
-            vis = self.image_processor(images=batch, return_tensors="pt")
+            pixel_values, grid_thw = self._preprocess(images[start : start + self.batch_size])
             texts = [
                 QWEN_VQA_CHAT.format(
                     image_pads="<|image_pad|>" * (int(thw.prod()) // merge),
                     question=template.format(question=q),
                 )
-                for thw, q in zip(vis["image_grid_thw"], questions[start : start + self.batch_size])
+                for thw, q in zip(grid_thw, questions[start : start + self.batch_size])
             ]
             enc = self.tokenizer(texts, padding=True, padding_side="left", return_tensors="pt")
             logits = self.model(
                 input_ids=enc["input_ids"].to(device),
                 attention_mask=enc["attention_mask"].to(device),
-                pixel_values=vis["pixel_values"].to(device, self.model.dtype),
-                image_grid_thw=vis["image_grid_thw"].to(device),
+                pixel_values=pixel_values.to(device, self.model.dtype),
+                image_grid_thw=grid_thw.to(device),
                 logits_to_keep=1,
             ).logits[:, -1]
             probs = logits.float().softmax(-1)
             p_yes.append(probs[:, self.yes_ids].sum(-1).cpu())
             p_no.append(probs[:, self.no_ids].sum(-1).cpu())
         return torch.cat(p_yes), torch.cat(p_no)
+
+    def _preprocess(self, images: list[Image.Image]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pixel patches and grid sizes for `images`; an image repeated in the batch (several questions about
+        one image) is preprocessed once."""
+        slot = {id(im): im for im in images}
+        vis = self.image_processor(images=[im.convert("RGB") for im in slot.values()], return_tensors="pt")
+        patches = torch.split(vis["pixel_values"], vis["image_grid_thw"].prod(-1).tolist())
+        position = {key: j for j, key in enumerate(slot)}
+        order = [position[id(im)] for im in images]
+        return torch.cat([patches[j] for j in order]), vis["image_grid_thw"][order]
 
 
 class BlipJudge:
