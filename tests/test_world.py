@@ -8,12 +8,19 @@ import torch
 
 from silmm.adapters.base import Diversity
 from silmm.adapters.world import WorldAdapter
-from silmm.world.data import ExampleMaker, canonical_codes, counterfactual, perturb, scene_ok
+from silmm.world.data import (
+    ExampleMaker,
+    canonical_codes,
+    counterfactual,
+    perturb,
+    relation_question,
+    scene_ok,
+)
 from silmm.world.grammar import ALL_CATEGORIES, CATEGORIES, ParseError, classify, parse_prompt
 from silmm.world.layout import canonical_layout, random_layout, random_scene
 from silmm.world.model import WorldLM, build_tokenizer, code_features, features_to_codes, world_config
 from silmm.world.oracle import SceneView, judge_prompt, verdict
-from silmm.world.questions import QUESTION_TYPES, answer, decompose, question_type
+from silmm.world.questions import QUESTION_TYPES, answer, decompose, question_type, read
 from silmm.world.scene import Obj, render
 from silmm.world.tokenizer import decode, encode, parse, reconstruction_error
 from silmm.world.writer import is_heldout, sample_prompt
@@ -140,6 +147,28 @@ def test_counterfactual_questions_give_both_answers():
         view = SceneView.from_objs(random_layout(spec, rng))
         answers += [answer(q.text, view) for q in decompose(counterfactual(spec, rng))]
     assert 0.2 < sum(answers) / len(answers) < 0.9
+
+
+def test_relation_questions_catch_near_miss_noun_phrases():
+    """Half-wrong relation questions: the geometry holds but a noun phrase names an object that is not there."""
+    view = SceneView.from_objs([Obj(2, 0, "square", "blue"), Obj(2, 3, "circle", "red")])
+    assert answer("is the blue square to the left of the red circle?", view)
+    assert not answer("is the red square to the left of the blue circle?", view)  # swapped colours
+    assert not answer("is the blue square to the left of the red diamond?", view)  # wrong shape
+    rng, answers, near_miss = random.Random(3), [], 0
+    for _ in range(400):
+        objs = random_scene(rng)
+        if not scene_ok(objs):
+            continue
+        v = SceneView.from_objs(objs)
+        q = relation_question(v, rng)
+        if q is None:
+            continue
+        answers.append(answer(q, v))
+        _, (_, a, rel, b) = read(q)
+        near_miss += not any(a.matches(o) for o in v.objects) or not any(b.matches(o) for o in v.objects)
+    assert 0.25 < sum(answers) / len(answers) < 0.6
+    assert near_miss > 0.2 * len(answers)
 
 
 def test_example_maker_is_deterministic():

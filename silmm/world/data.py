@@ -193,6 +193,39 @@ def probe_questions(view: SceneView, rng: random.Random, n: int) -> list[str]:
     return out
 
 
+def relation_question(view: SceneView, rng: random.Random) -> str | None:
+    """A relation question about two drawn objects: the relation true or not, and in ~45 % of cases one noun phrase
+    a near miss (colour swapped with the other object, another colour, shape or texture), so the judge learns that
+    a relation between objects that are not there is false, the commonest mistake on a drawing that missed a
+    binding. None for scenes with fewer than two objects."""
+    objs = view.objects
+    if len(objs) < 2:
+        return None
+    a, b = rng.sample(range(len(objs)), 2)
+    true_rels = [r for r in RELATIONS if holds(r, view, a, b)]
+    rel = rng.choice(true_rels) if true_rels and rng.random() < 0.6 else rng.choice(list(RELATIONS))
+
+    def phrase(o: Obj) -> Entity:
+        keep = {k: getattr(o, k) for k, share in (("color", 0.85), ("texture", 0.25), ("size", 0.15)) if rng.random() < share}
+        return Entity(o.shape, 1, keep.get("color"), keep.get("texture"), keep.get("size"))
+
+    ea, eb = phrase(objs[a]), phrase(objs[b])
+    if rng.random() < 0.45:
+        op = rng.randrange(4)
+        if op == 0 and ea.color and eb.color and ea.color != eb.color:
+            ea, eb = replace(ea, color=eb.color), replace(eb, color=ea.color)
+        elif op == 1:
+            ea = replace(ea, color=rng.choice([c for c in COLORS if c != ea.color]))
+        elif op == 2:
+            eb = replace(eb, shape=rng.choice([s for s in SHAPES if s != eb.shape]))
+        else:
+            ea = replace(ea, texture=rng.choice([t for t in TEXTURES if t != objs[a].texture]))
+    return f"is the {_words(ea)} {rel} the {_words(eb)}?"
+
+
+RELATION_SHARE = 0.25  # share of VQA examples that ask a `relation_question`
+
+
 class ExampleMaker:
     """Token-id examples for one model kind: dicts with `ids`, `labels` and (continuous draw) `feat_codes`."""
 
@@ -256,6 +289,8 @@ class ExampleMaker:
             view = SceneView.from_objs(objs)
             qs = probe_questions(view, rng, n_questions)
         q = rng.choice(qs or [_count_q("object", "objects", max(1, min(8, len(objs))))])
+        if rng.random() < RELATION_SHARE:
+            q = relation_question(view, rng) or q
         head = self.t(see_sequence(canonical_codes(objs), q))
         ans = self.vocab["yes" if answer(q, view) else "no"]
         cells = [IGNORE] * len(head) + [IGNORE]
@@ -272,5 +307,6 @@ __all__ = [
     "canonical_codes",
     "perturb",
     "probe_questions",
+    "relation_question",
     "scene_ok",
 ]

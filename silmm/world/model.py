@@ -8,12 +8,14 @@ Four skills share the decoder, each selected by a task token:
     <see> s_1 .. s_36 </see> question <ans> yes|no          VQA on its own (or any) image
 The understanding path reads an image through its own embeddings (`<s*>` codes from the pixel parser), separate
 from the drawing codes `<d*>`, as Janus separates its understanding and generation encoders. The continuous model's
-features live in a fixed, factorised code space (`code_features`) that a fixed decoder (nearest code, then the
+features live in a fixed, entangled codebook space (`code_features`) that a fixed decoder (nearest code, then the
 renderer) turns into crisp pixels. `WorldLM` subclasses `LlamaForCausalLM`, so generate, the KV cache, peft LoRA
 and save_pretrained work unchanged; it only adds `feat_head` when `config.feat_dim > 0`.
 """
 
 from __future__ import annotations
+
+from functools import lru_cache
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
@@ -64,19 +66,24 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
+FEAT_DIM = 12
+
+
+@lru_cache(maxsize=1)
+def _codebook() -> torch.Tensor:
+    feats = torch.randn(N_CODES, FEAT_DIM, generator=torch.Generator().manual_seed(0))
+    return nn.functional.normalize(feats, dim=-1)
+
+
 def code_features() -> torch.Tensor:
-    """(N_CODES, D) fixed feature of each image code: one-hot colour | shape | texture | size | layer; empty = 0."""
-    dims = [COLORS, SHAPES, TEXTURES, SIZES, (0, 1)]
-    feats = torch.zeros(N_CODES, sum(len(d) for d in dims))
-    for code, attrs in enumerate(ATTRS, start=1):
-        offset = 0
-        for value, values in zip(attrs, dims):
-            feats[code, offset + list(values).index(value)] = 1.0
-            offset += len(values)
-    return feats
+    """(N_CODES, FEAT_DIM) fixed codebook: every code (the empty cell included) a seeded random unit vector, as a
+    VQ codebook's entries are (an empty cell at 0 made features shrunk by regression to the mean decode as empty).
+    The space is entangled on purpose: a code's colour, shape, texture and size are not separate directions, so binding an unseen combination is not a sum of seen parts (a factorised one-hot space let
+    the model compose held-out bindings linearly, leaving nothing to improve), and nearby codes (median distance to
+    the nearest other code 0.74) let DropDiv's perturbed features decode to different images."""
+    return _codebook().clone()
 
 
-FEAT_DIM = code_features().shape[1]
 _FACTORS = (COLORS, SHAPES, TEXTURES, SIZES, (0, 1))
 _SEE0 = VOCAB.index(SEE_TOKENS[0])
 

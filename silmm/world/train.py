@@ -25,6 +25,7 @@ from silmm.world.data import IGNORE, ExampleMaker
 from silmm.world.model import WorldLM, build_tokenizer, code_features, world_config
 
 TASK_MIX = {"draw": 0.35, "see": 0.45, "ask": 0.1, "write": 0.1}
+OBJECT_CELL_WEIGHT = 4.0
 
 
 def collate(examples: list[dict], pad: int) -> dict:
@@ -80,7 +81,8 @@ class BatchStream(torch.utils.data.IterableDataset):
             if feat:
                 fb = collate(feat, self.pad)
                 fb["query_pos"] = torch.tensor([e["query_start"] for e in feat])[:, None] + torch.arange(36)[None]
-                fb["target"] = code_features()[torch.tensor([e["feat_codes"] for e in feat])]
+                fb["feat_codes"] = [e["feat_codes"] for e in feat]
+                fb["target"] = code_features()[torch.tensor(fb["feat_codes"])]
                 batch["feat"] = fb
             yield batch
 
@@ -101,7 +103,10 @@ def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: 
     if init:  # continue from an earlier checkpoint (a later stage of a multi-stage recipe)
         from safetensors.torch import load_file
 
-        missing, unexpected = model.load_state_dict(load_file(str(Path(init) / "model.safetensors")), strict=False)
+        state = load_file(str(Path(init) / "model.safetensors"))
+        mine = model.state_dict()
+        reset = sorted(k for k, v in state.items() if k in mine and v.shape != mine[k].shape)  # e.g. a new feat_head
+        missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if k not in reset}, strict=False)
         if unexpected:
             raise ValueError(f"--init {init!r} has weights this model does not: {unexpected[:5]}")
     model = model.to(dev).train()
@@ -136,7 +141,10 @@ def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: 
         if "feat" in batch:
             fb = _to(batch["feat"], dev)
             f_loss = F.mse_loss(model.features(fb["ids"], fb["mask"], fb["query_pos"]), fb["target"], reduction="none")
-            f_loss = f_loss.sum(-1).mean()
+            # object cells weigh OBJECT_CELL_WEIGHT x an empty one: 1-4 objects among 36 cells would otherwise
+            # let "draw nothing" be a cheap minimum
+            weight = 1.0 + (OBJECT_CELL_WEIGHT - 1.0) * (torch.tensor(fb["feat_codes"]) > 0).float().to(dev)
+            f_loss = (f_loss.sum(-1) * weight).mean()
             loss = loss + f_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -158,7 +166,7 @@ def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: 
             "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev), "workers": workers,
             "seconds": round(time.time() - t0, 1), "final": log[-1],
             "steps_done": log[-1]["step"] + 1 if not stopped_early else step, "stopped_early": stopped_early,
-            "init": init, "task_mix": task_mix or TASK_MIX}
+            "init": init, "init_reset": reset if init else [], "task_mix": task_mix or TASK_MIX}
     (out_dir / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
     write_card(out_dir, meta, quick_eval(out_dir))
     return meta
@@ -192,8 +200,8 @@ def write_card(out_dir: Path, meta: dict, results: dict) -> None:
         "## Data",
         "Generated on the fly by `silmm.world.data.ExampleMaker`: drawing on training prompts only (held-out bindings and",
         "relations never appear in a multi-object drawing prompt), VQA on imperfect scenes (perturbed layouts, random",
-        "scenes with occlusion; questions from the prompt's and a counterfactual prompt's decomposition), question writing,",
-        "prompt writing. Never the model's own drawings labelled by the oracle.",
+        "scenes with occlusion; questions from the prompt's and a counterfactual prompt's decomposition, relation questions",
+        "with near-miss noun phrases), question writing, prompt writing. Never the model's own drawings labelled by the oracle.",
         "",
         "## Training",
         "```json", json.dumps(meta, indent=2), "```",
