@@ -192,6 +192,18 @@ class Backend:
                 continue
         return written[0]
 
+    @staticmethod
+    def _diversity(model: str, mode: str):
+        """The sampling settings of the model's shipped config (DropDiv rate and layers, top-p), with this mode."""
+        from silmm.adapters.base import Diversity
+
+        base = ROOT / "configs" / f"{model}.yaml"
+        if not base.is_file():
+            return Diversity(mode=mode)
+        sc = load_config(base).sampling
+        return Diversity(mode, top_p=sc.top_p, temperature=sc.temperature, dropout=sc.dropout, layers=sc.layers,
+                         noise_std=sc.noise_std)  # fmt: skip
+
     def generate(self, model: str, prompt: str, n: int, seed: int, *, mode: str = "", rule: str = "prob_diff",
                  questions: str = "self") -> dict:  # fmt: skip
         """N candidates for a prompt, each judged by the model itself (and by the oracle for world models)."""
@@ -224,7 +236,7 @@ class Backend:
             if not qs:
                 note = "the model wrote no usable question for this prompt; asked the whole-prompt question instead"
                 qs = self._questions(adapter, model, prompt, "whole")
-            samples = adapter.sample([prompt] * n, seeds, Diversity(mode=mode))
+            samples = adapter.sample([prompt] * n, seeds, self._diversity(model, mode))
             images = [s.image for s in samples]
             p_yes, p_no = adapter.answer_yes_no([im for im in images for _ in qs], qs * n)
         p_yes, p_no = p_yes.reshape(n, len(qs)).tolist(), p_no.reshape(n, len(qs)).tolist()

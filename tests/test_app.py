@@ -310,3 +310,14 @@ def test_twenty_concurrent_clients_while_a_job_trains(demo, model):
                 ).read_bytes()
     finally:
         demo.close()
+
+
+def test_generate_samples_with_the_shipped_config_settings():
+    """The Generate tab draws with the model's shipped DropDiv / top-p settings, not the protocol defaults."""
+    from silmm.app_backend import Backend
+    from silmm.config import load_config
+
+    sc = load_config(ROOT / "configs" / "world-continuous.yaml").sampling
+    div = Backend._diversity("world-continuous", "dropdiv")
+    assert (div.mode, div.dropout, div.layers) == ("dropdiv", sc.dropout, sc.layers)
+    assert Backend._diversity("no-such-model", "nucleus").dropout == 0.1
