@@ -207,7 +207,6 @@ class Backend:
     def generate(self, model: str, prompt: str, n: int, seed: int, *, mode: str = "", rule: str = "prob_diff",
                  questions: str = "self") -> dict:  # fmt: skip
         """N candidates for a prompt, each judged by the model itself (and by the oracle for world models)."""
-        from silmm.adapters.base import Diversity
         from silmm.feedback import score
         from silmm.sampling import candidate_seed
 
