@@ -183,7 +183,12 @@ def test_external_judge_loads_by_folder_and_answers(tmp_path, save, cls):
     p_yes, _ = judge.answer_yes_no(IMAGES, ["Is it red?"] * 3)
     assert len(set(p_yes.tolist())) > 1  # the image reaches the answer
     alone, _ = judge.answer_yes_no(IMAGES[1:2], ["Is it red?"])
-    torch.testing.assert_close(alone, p_yes[1:2], rtol=1e-5, atol=1e-6)  # batching (padding) changes nothing
+    torch.testing.assert_close(alone, p_yes[1:2], rtol=1e-5, atol=1e-6)  # batching changes nothing
+    mixed = ["Is it red?", "Is the large striped object to the left of the circle?", "Red?"]
+    p_mixed, _ = judge.answer_yes_no(IMAGES, mixed)
+    for i, q in enumerate(mixed):  # questions of different lengths: padding must not reach the answer
+        alone, _ = judge.answer_yes_no(IMAGES[i : i + 1], [q])
+        torch.testing.assert_close(alone, p_mixed[i : i + 1], rtol=1e-5, atol=1e-6)
 
 
 def test_judge_of_an_unsupported_family_names_the_supported_ones(tmp_path):

@@ -103,12 +103,19 @@ class BlipJudge:
     def answer_yes_no(
         self, images: list[Image.Image], questions: list[str], template: str = "{question}"
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Questions of equal token length share a batch: transformers' BLIP text layers drop the cross-attention
+        mask, so the answer decoder would read a shorter question's padding."""
         _check_pairs(images, questions)
         device = next(self.model.parameters()).device
-        p_yes, p_no = [], []
-        for start in range(0, len(images), self.batch_size):
-            batch = [im.convert("RGB") for im in images[start : start + self.batch_size]]
-            qs = [template.format(question=q) for q in questions[start : start + self.batch_size]]
+        texts = [template.format(question=q) for q in questions]
+        by_length: dict[int, list[int]] = {}
+        for i, ids in enumerate(self.processor.tokenizer(texts).input_ids):
+            by_length.setdefault(len(ids), []).append(i)
+        chunks = [idx[k : k + self.batch_size] for idx in by_length.values() for k in range(0, len(idx), self.batch_size)]
+        p_yes, p_no = torch.zeros(len(texts)), torch.zeros(len(texts))
+        for idx in chunks:
+            batch = [images[i].convert("RGB") for i in idx]
+            qs = [texts[i] for i in idx]
             enc = self.processor(images=batch, text=qs, padding=True, return_tensors="pt").to(device)
             image_states = self.model.vision_model(
                 pixel_values=enc["pixel_values"].to(self.model.dtype)
@@ -127,9 +134,9 @@ class BlipJudge:
                 encoder_attention_mask=enc["attention_mask"],
             ).logits[:, -1]
             probs = logits.float().softmax(-1)
-            p_yes.append(probs[:, self.yes_ids].sum(-1).cpu())
-            p_no.append(probs[:, self.no_ids].sum(-1).cpu())
-        return torch.cat(p_yes), torch.cat(p_no)
+            p_yes[idx] = probs[:, self.yes_ids].sum(-1).cpu()
+            p_no[idx] = probs[:, self.no_ids].sum(-1).cpu()
+        return p_yes, p_no
 
 
 def load_judge(spec: str, device=None, dtype=None) -> QwenVLJudge | BlipJudge:
