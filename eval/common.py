@@ -6,8 +6,8 @@
 - Judge weights load by hub id or local folder; a missing one raises one error that says how to provide it.
 - Per-image scores are appended to a jsonl cache keyed by a signature of the scoring settings, so an
   interrupted run resumes where it stopped. Results: results.json, per_image.jsonl, results.csv, results.html/png.
-- Under `accelerate launch` (or torchrun) each process takes batches rank, rank+world, ... (`Shard`) and writes
-  its own cache file; after a barrier the caches are read together and the main process writes the results.
+- Under `accelerate launch` (or torchrun) each process takes batches rank, rank+world, ...
+  (`silmm.runio.Processes`) and writes its own cache file; after a barrier the caches are read together and the main process writes the results.
   Whole batches are dealt out, so every batch is the one a single process would score: same numbers.
 Nothing here imports torch or a model; importing this module touches no network.
 """
@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from silmm.runio import ONE_PROCESS, Processes
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -162,32 +164,9 @@ def batched(items: list[T], size: int) -> Iterator[list[T]]:
         yield items[start : start + size]
 
 
-@dataclass(frozen=True)
-class Shard:
-    """This process's share of the work: batch k belongs to process k % world (one process: everything)."""
-
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def take(self, batches: list[T]) -> list[T]:
-        return batches[self.rank :: self.world]
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            from accelerate import PartialState
-
-            PartialState().wait_for_everyone()
-
-
-ONE_PROCESS = Shard()
-
-
-def current_shard(device: str | None) -> tuple[Shard, str | None]:
-    """(this process's Shard, its device) under `accelerate launch` / torchrun; (Shard(), device) otherwise.
+def current_shard(device: str | None) -> tuple[Processes, str | None]:
+    """(this process's `silmm.runio.Processes`, its device) under `accelerate launch` / torchrun; (one process,
+    device) otherwise.
 
     Several processes on a machine without CUDA (or with `--device cpu`) meet over gloo; with CUDA each
     process takes the GPU of its local rank.
@@ -199,7 +178,7 @@ def current_shard(device: str | None) -> tuple[Shard, str | None]:
 
     state = PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
     own = "cpu" if state.device.type == "cpu" else str(state.device)
-    return Shard(state.process_index, state.num_processes), own if device in (None, "cuda") else device
+    return Processes(state.process_index, state.num_processes), own if device in (None, "cuda") else device
 
 
 class ScoreCache:
@@ -208,7 +187,7 @@ class ScoreCache:
     With several processes, process r appends to `<stem>.rank<r>.jsonl` beside `path`; `load` reads them all.
     """
 
-    def __init__(self, path: Path, signature: dict[str, Any], shard: Shard = ONE_PROCESS):
+    def __init__(self, path: Path, signature: dict[str, Any], shard: Processes = ONE_PROCESS):
         self.path = Path(path)
         self.sig = hashlib.sha1(json.dumps(signature, sort_keys=True, default=str).encode()).hexdigest()[:16]
         own = f"{self.path.stem}.rank{shard.rank}{self.path.suffix}"

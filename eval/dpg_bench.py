@@ -9,7 +9,7 @@ Default: all CSV rows, categories from all 4 tiles after dependency zeroing. `of
 the official script's two bugs: it drops the first CSV row (ELLA #61; an image whose question depends on the
 dropped one is skipped) and computes categories from the last tile's raw answers (ELLA #60). Judge answers are
 cached per image, so both variants are computed from the same answers and reported. With several processes
-(`Shard`) each generates and judges its own batches of grids; the main process writes the results.
+(`silmm.runio.Processes`) each generates and judges its own batches of grids; the main process writes the results.
 """
 
 from __future__ import annotations
@@ -26,18 +26,17 @@ from pathlib import Path
 
 from eval.common import (
     DEFAULT_CACHE_DIR,
-    ONE_PROCESS,
     EvalInputError,
     GenerateFn,
     RemoteFile,
     ScoreCache,
-    Shard,
     batched,
     fetch_verified,  # fmt: skip
     git_blob_sha1,
     validate_image_folder,
     write_results,
 )
+from silmm.runio import ONE_PROCESS, Processes
 
 COMMIT = "3c228f1dc6c4d3cad0a47493816151a419f14db3"
 CSV_BLOB = "98457fc9901943f51ff9a30367250fc292533bed"
@@ -242,11 +241,11 @@ def split_grid(grid) -> list:
 
 
 def generate(generate_fn: GenerateFn, prompts: dict[str, str], folder: Path, cfg: DpgConfig,
-             shard: Shard = ONE_PROCESS) -> None:  # fmt: skip
+             shard: Processes = ONE_PROCESS) -> None:  # fmt: skip
     """Write `<stem>.png` grids for every prompt of this process's batches without one (resumable)."""
     folder.mkdir(parents=True, exist_ok=True)
     seeds = [cfg.first_seed + k for k in range(TILES)]
-    for batch in shard.take(list(batched(list(prompts), cfg.batch_size))):
+    for batch in shard.mine(list(batched(list(prompts), cfg.batch_size))):
         chunk = [s for s in batch if not (folder / f"{s}.png").is_file()]
         if not chunk:
             continue
@@ -274,7 +273,7 @@ def _check_square(paths: dict[str, Path]) -> None:
 
 
 def collect_answers(judge, prompts: dict[str, str], paths: dict[str, Path], questions: dict[str, list[Question]],
-                    cfg: DpgConfig, cache_path: Path, shard: Shard = ONE_PROCESS) -> dict[str, dict]:  # fmt: skip
+                    cfg: DpgConfig, cache_path: Path, shard: Processes = ONE_PROCESS) -> dict[str, dict]:  # fmt: skip
     """Judge answers {stem: {"answers": [[0/1 per question] per tile], "qids": [...]}}, cached per image.
 
     Each process judges its own batches of grids; after a barrier the answers of all processes are read back."""
@@ -282,7 +281,7 @@ def collect_answers(judge, prompts: dict[str, str], paths: dict[str, Path], ques
 
     cache = ScoreCache(cache_path, {"judge": judge.name, "tiles": TILES}, shard)
     done = cache.load()
-    for batch in shard.take(list(batched(list(prompts), cfg.batch_size))):
+    for batch in shard.mine(list(batched(list(prompts), cfg.batch_size))):
         chunk = [s for s in batch if s not in done]
         if not chunk:
             continue
@@ -293,7 +292,7 @@ def collect_answers(judge, prompts: dict[str, str], paths: dict[str, Path], ques
                     "answers": [[int(a) for a in answers[TILES * j + t]] for t in range(TILES)]}
                    for j, s in enumerate(chunk)]  # fmt: skip
         cache.append(records)
-    shard.barrier()
+    shard.wait()
     done = cache.load()
     missing = [s for s in prompts if s not in done]
     if missing:
@@ -312,7 +311,7 @@ def _results(
 
 
 def run(cfg: DpgConfig, load_judge: Callable[[], object], *, out_dir: Path, model: str, generate_fn: GenerateFn | None = None,
-        images_dir: Path | None = None, shard: Shard = ONE_PROCESS) -> dict:  # fmt: skip
+        images_dir: Path | None = None, shard: Processes = ONE_PROCESS) -> dict:  # fmt: skip
     """Generate (or take) the grids, validate prompts, CSV and images, judge every tile, write the results.
 
     With several processes each generates and judges its own batches; the main process writes the results."""
@@ -329,7 +328,7 @@ def run(cfg: DpgConfig, load_judge: Callable[[], object], *, out_dir: Path, mode
     folder = out_dir / "images" if generate_fn is not None else Path(images_dir)
     if generate_fn is not None:
         generate(generate_fn, prompts, folder, cfg, shard)
-    shard.barrier()  # every process's grids are written before the folder is validated
+    shard.wait()  # every process's grids are written before the folder is validated
     paths = validate_image_folder(folder, [f"{s}.png" for s in prompts], allowed=[f"{s}.png" for s in manifest()],
                                   rule=NAMING_RULE)  # fmt: skip
     _check_square(paths)

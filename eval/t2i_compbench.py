@@ -4,8 +4,8 @@ Protocol (BENCHMARKS.md section 1): prompts from `<category>_val.txt` (300 each)
 prompt i is `samples/{prompt}_{10*i+k:06d}.png` (official scorers read the prompt and order from the file name).
 Scorers: BLIP-VQA product (color, shape, texture), detector + official 2D rules (spatial), detector + DPT depth +
 3D rules (3d_spatial), detector counting (numeracy), raw CLIP cosine (non_spatial), 3-in-1 by sub-split (complex).
-The detector replaces UniDet: OWLv2 by default, or Grounding DINO. With several processes (`Shard`) each scores
-its own batches and the main process writes the results.
+The detector replaces UniDet: OWLv2 by default, or Grounding DINO. With several processes
+(`silmm.runio.Processes`) each scores its own batches and the main process writes the results.
 `mode="official"` keeps the official quirks (4-decimal factors, transposed depth, "on top of" scoring 0, UniDet
 vocabulary gate); `mode="fixed"` removes them. Every substitute and quirk is listed in the results'
 `protocol_deviations`. Categories have no official overall; `overall` here is their plain mean.
@@ -21,12 +21,10 @@ from pathlib import Path
 
 from eval.common import (
     DEFAULT_CACHE_DIR,
-    ONE_PROCESS,
     EvalInputError,
     GenerateFn,
     RemoteFile,
     ScoreCache,
-    Shard,
     batched,
     fetch_verified,  # fmt: skip
     read_prompt_lines,
@@ -35,6 +33,7 @@ from eval.common import (
 )
 from eval.scorers import detection as det
 from eval.scorers import parsing
+from silmm.runio import ONE_PROCESS, Processes
 
 CATEGORIES = ("color", "shape", "texture", "spatial", "3d_spatial", "numeracy", "non_spatial", "complex")
 COMMIT = "1b7094991a57f3c22abdd4f6e8ba6c1a15517073"
@@ -168,12 +167,12 @@ def image_names(prompts: list[str], n: int) -> list[str]:
 
 
 def generate_category(generate_fn: GenerateFn, prompts: list[str], folder: Path, cfg: T2IConfig,
-                      shard: Shard = ONE_PROCESS) -> None:  # fmt: skip
+                      shard: Processes = ONE_PROCESS) -> None:  # fmt: skip
     """Write every missing image of this process's batches (resumable: existing files are kept)."""
     folder.mkdir(parents=True, exist_ok=True)
     n = cfg.images_per_prompt
     todo = [(p, cfg.first_seed + idx % n, name) for idx, p, name in _items(prompts, n)]
-    for batch in shard.take(list(batched(todo, cfg.batch_size))):
+    for batch in shard.mine(list(batched(todo, cfg.batch_size))):
         chunk = [t for t in batch if not (folder / t[2]).is_file()]
         if not chunk:
             continue
@@ -304,7 +303,7 @@ def _items(prompts: list[str], n: int) -> list[tuple[int, str, str]]:
 
 
 def _cache(
-    category: str, judges: T2IJudges, cfg: T2IConfig, path: Path, shard: Shard = ONE_PROCESS
+    category: str, judges: T2IJudges, cfg: T2IConfig, path: Path, shard: Processes = ONE_PROCESS
 ) -> ScoreCache:
     detector = judges.detector.settings if judges.detector is not None else None
     signature = {"category": category, "mode": cfg.mode, "gate": cfg.gate, "detector": detector,
@@ -313,14 +312,14 @@ def _cache(
 
 
 def score_category(category: str, prompts: list[str], paths: dict[str, Path], judges: T2IJudges, cfg: T2IConfig,
-                   cache_path: Path, shard: Shard = ONE_PROCESS) -> None:  # fmt: skip
+                   cache_path: Path, shard: Processes = ONE_PROCESS) -> None:  # fmt: skip
     """Score this process's batches of one category; images cached with the same settings are skipped."""
     from PIL import Image
 
     cache = _cache(category, judges, cfg, cache_path, shard)
     done = cache.load()
     scorer = _scorer(category, cfg)
-    for batch in shard.take(list(batched(_items(prompts, cfg.images_per_prompt), cfg.batch_size))):
+    for batch in shard.mine(list(batched(_items(prompts, cfg.images_per_prompt), cfg.batch_size))):
         chunk = [it for it in batch if it[2] not in done]
         if not chunk:
             continue
@@ -393,7 +392,7 @@ def deviations(cfg: T2IConfig, judges: T2IJudges) -> list[str]:
 
 
 def run(cfg: T2IConfig, load_judges: Callable[[], T2IJudges], *, out_dir: Path, model: str,
-        generate_fn: GenerateFn | None = None, images_dir: Path | None = None, shard: Shard = ONE_PROCESS) -> dict:  # fmt: skip
+        generate_fn: GenerateFn | None = None, images_dir: Path | None = None, shard: Processes = ONE_PROCESS) -> dict:  # fmt: skip
     """Generate (or take) the images, validate them all, score every category, write the result files.
 
     With several processes each generates and scores its own batches; the main process writes the results."""
@@ -409,7 +408,7 @@ def run(cfg: T2IConfig, load_judges: Callable[[], T2IJudges], *, out_dir: Path, 
         folders[c] = out_dir / c / "samples" if generate_fn is not None else _category_folder(images_dir, c)
         if generate_fn is not None:
             generate_category(generate_fn, prompts[c], folders[c], cfg, shard)
-    shard.barrier()  # every process's images are written before any folder is validated
+    shard.wait()  # every process's images are written before any folder is validated
     full = {c: load_prompts(c, replace(cfg, limit=None)) for c in cfg.categories} if cfg.limit else prompts
     paths = {c: validate_image_folder(folders[c], image_names(prompts[c], cfg.images_per_prompt),
                                       allowed=image_names(full[c], cfg.images_per_prompt), rule=NAMING_RULE)
@@ -418,7 +417,7 @@ def run(cfg: T2IConfig, load_judges: Callable[[], T2IJudges], *, out_dir: Path, 
     judges = load_judges()
     for c in cfg.categories:
         score_category(c, prompts[c], paths[c], judges, cfg, out_dir / c / "scores.jsonl", shard)
-    shard.barrier()  # 5. every process's scores are cached; gather them
+    shard.wait()  # 5. every process's scores are cached; gather them
     records, scores = [], {}
     for c in cfg.categories:
         recs = category_records(c, prompts[c], judges, cfg, out_dir / c / "scores.jsonl")

@@ -78,9 +78,10 @@ def _codebook() -> torch.Tensor:
 def code_features() -> torch.Tensor:
     """(N_CODES, FEAT_DIM) fixed codebook: every code (the empty cell included) a seeded random unit vector, as a
     VQ codebook's entries are (an empty cell at 0 made features shrunk by regression to the mean decode as empty).
-    The space is entangled on purpose: a code's colour, shape, texture and size are not separate directions, so binding an unseen combination is not a sum of seen parts (a factorised one-hot space let
-    the model compose held-out bindings linearly, leaving nothing to improve), and nearby codes (median distance to
-    the nearest other code 0.74) let DropDiv's perturbed features decode to different images."""
+    The space is entangled on purpose: a code's colour, shape, texture and size are not separate directions, so
+    binding an unseen combination is not a sum of seen parts (a factorised one-hot space let the model compose
+    held-out bindings linearly, leaving nothing to improve), and nearby codes (median distance to the nearest other
+    code 0.74) let DropDiv's perturbed features decode to different images."""
     return _codebook().clone()
 
 

@@ -81,8 +81,8 @@ class BatchStream(torch.utils.data.IterableDataset):
             if feat:
                 fb = collate(feat, self.pad)
                 fb["query_pos"] = torch.tensor([e["query_start"] for e in feat])[:, None] + torch.arange(36)[None]
-                fb["feat_codes"] = [e["feat_codes"] for e in feat]
-                fb["target"] = code_features()[torch.tensor(fb["feat_codes"])]
+                fb["feat_codes"] = torch.tensor([e["feat_codes"] for e in feat])  # (B, 36)
+                fb["target"] = code_features()[fb["feat_codes"]]
                 batch["feat"] = fb
             yield batch
 
@@ -100,12 +100,13 @@ def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: 
     dev = torch.device(device)
     tok = build_tokenizer()
     model = WorldLM(world_config(kind, hidden=hidden, layers=layers, heads=heads))
+    reset: list[str] = []  # --init weights whose shape changed (e.g. a new feat_head): left at their fresh init
     if init:  # continue from an earlier checkpoint (a later stage of a multi-stage recipe)
         from safetensors.torch import load_file
 
         state = load_file(str(Path(init) / "model.safetensors"))
         mine = model.state_dict()
-        reset = sorted(k for k, v in state.items() if k in mine and v.shape != mine[k].shape)  # e.g. a new feat_head
+        reset = sorted(k for k, v in state.items() if k in mine and v.shape != mine[k].shape)
         missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if k not in reset}, strict=False)
         if unexpected:
             raise ValueError(f"--init {init!r} has weights this model does not: {unexpected[:5]}")
@@ -143,7 +144,7 @@ def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: 
             f_loss = F.mse_loss(model.features(fb["ids"], fb["mask"], fb["query_pos"]), fb["target"], reduction="none")
             # object cells weigh OBJECT_CELL_WEIGHT x an empty one: 1-4 objects among 36 cells would otherwise
             # let "draw nothing" be a cheap minimum
-            weight = 1.0 + (OBJECT_CELL_WEIGHT - 1.0) * (torch.tensor(fb["feat_codes"]) > 0).float().to(dev)
+            weight = 1.0 + (OBJECT_CELL_WEIGHT - 1.0) * (fb["feat_codes"] > 0).float()
             f_loss = (f_loss.sum(-1) * weight).mean()
             loss = loss + f_loss
         opt.zero_grad(set_to_none=True)
@@ -166,7 +167,7 @@ def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: 
             "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev), "workers": workers,
             "seconds": round(time.time() - t0, 1), "final": log[-1],
             "steps_done": log[-1]["step"] + 1 if not stopped_early else step, "stopped_early": stopped_early,
-            "init": init, "init_reset": reset if init else [], "task_mix": task_mix or TASK_MIX}
+            "init": init, "init_reset": reset, "task_mix": task_mix or TASK_MIX}
     (out_dir / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
     write_card(out_dir, meta, quick_eval(out_dir))
     return meta
