@@ -11,7 +11,7 @@ from PIL import Image
 from eval.bench import build_tiny_judges
 from eval.common import EvalInputError, JudgeUnavailableError
 from eval.scorers import detection as det
-from eval.scorers.blip_vqa import BlipVqa
+from eval.scorers.blip_vqa import CLIP_MEAN, CLIP_STD, BlipVqa, _layout, to_pixels
 from eval.scorers.clip_score import ClipScorer
 from eval.scorers.depth import DptDepth
 from eval.scorers.detection import Detection, OwlDetector, detector_frame, load_detector
@@ -65,6 +65,22 @@ def test_blip_questions_packed_per_image_equal_one_at_a_time(judges):
     assert vqa._packing_pays(rows, image_tokens=2)  # saves 64 > 50
     tile = [[[0] * 15] * 16]  # a DPG tile: 16 questions of 15 tokens, 577 image tokens (384 px)
     assert vqa._packing_pays(tile, image_tokens=577)
+
+
+def test_blip_layout_by_hand():
+    # row 0 packs questions [5, 6] and [7]; row 1 holds [8] and is padded with 0
+    ids, pos, segment, row, first, length = _layout([[[5, 6], [7]], [[8]]], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and pos.tolist() == [[0, 1, 0], [0, 0, 0]]
+    assert segment.tolist() == [[0, 0, 1], [0, -1, -1]]
+    assert (row.tolist(), first.tolist(), length.tolist()) == ([0, 0, 1], [0, 2, 0], [2, 1, 1])
+
+
+def test_blip_pixels_equal_the_per_image_float_conversion():
+    ims = _images(2, size=(40, 30))
+    mean, std = np.array(CLIP_MEAN, dtype=np.float32), np.array(CLIP_STD, dtype=np.float32)
+    for got, im in zip(to_pixels(ims, 64), ims):  # the previous per-image formula, in numpy
+        ref = np.asarray(im.resize((64, 64), Image.Resampling.BICUBIC), dtype=np.float32) / 255
+        assert np.array_equal(got.permute(1, 2, 0).numpy(), (ref - mean) / std)
 
 
 def test_clip_raw_cosine(judges):
@@ -150,6 +166,8 @@ def test_dpt_depth_maps(judges):
     maps = depth.depth_maps(_images(2, size=(128, 96)))
     assert [m.shape for m in maps] == [(360, 480)] * 2  # rows = height of the detector frame
     assert all(0.0 <= m.min() and m.max() <= 1.0 for m in maps)
+    for m in maps:  # 8-bit levels as float32 / 255, as np.asarray(frame, dtype=np.float32) / 255 gives them
+        assert m.dtype == np.float32 and np.array_equal(m, np.round(m * 255).astype(np.float32) / 255)
 
 
 def test_dpg_blip_judge_answers_booleans(judges):

@@ -51,10 +51,10 @@ def to_pixels(images: list[Image.Image], size: int, *, resample: str = "bicubic"
     from PIL import Image
 
     mode = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}[resample]
-    arr = np.stack(
-        [np.asarray(im.convert("RGB").resize((size, size), mode), dtype=np.float32) / 255 for im in images]
-    )
-    pix = torch.from_numpy(arr).permute(0, 3, 1, 2)  # (B, 3, H, W)
+    arr = np.stack([np.asarray(im.convert("RGB").resize((size, size), mode)) for im in images])  # uint8
+    # one division for the batch: the same float32 numbers as np.asarray(im, dtype=np.float32) / 255, 4x faster
+    pix = torch.from_numpy(np.divide(arr, np.float32(255), dtype=np.float32))  # (B, H, W, 3)
+    pix = pix.permute(0, 3, 1, 2)  # (B, 3, H, W)
     mean, std = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(CLIP_STD).view(1, 3, 1, 1)
     return (pix - mean) / std
 
@@ -107,29 +107,29 @@ class BlipVqa:
         import torch
 
         position = {q: i for i, q in enumerate(dict.fromkeys(q for qs in questions for q in qs))}
-        encoded = self.tokenizer([pre_question(q) for q in position], truncation=True,
-                                 max_length=MAX_QUESTION_TOKENS).input_ids  # fmt: skip
+        encoded = self.tokenizer([pre_question(q) for q in position], truncation=True, max_length=MAX_QUESTION_TOKENS,
+                                 return_attention_mask=False, return_token_type_ids=False).input_ids  # fmt: skip
         if self.enc_id is not None:
             encoded = [[self.enc_id, *ids[1:]] for ids in encoded]  # BLIP's [ENC] replaces [CLS]
         per_image = [(i, [encoded[position[q]] for q in qs]) for i, qs in enumerate(questions) if qs]
         if pack is None:
             pack = self._packing_pays([row for _, row in per_image], image_embeds.shape[1])
         rows = per_image if pack else [(i, [ids]) for i, row in per_image for ids in row]
-        ids, pos, segment, pairs = _layout([row for _, row in rows], self.tokenizer.pad_token_id)
-        image_embeds = image_embeds[[i for i, _ in rows]]
+        ids, pos, segment, row, first, length = _layout([row for _, row in rows], self.tokenizer.pad_token_id)
         allowed = (segment[:, :, None] == segment[:, None, :]) & (segment[:, :, None] >= 0)  # (R, T, T)
-        mask = torch.zeros(allowed.shape, dtype=image_embeds.dtype).masked_fill(
-            ~allowed, torch.finfo(image_embeds.dtype).min
-        )
-        logits = torch.empty(len(pairs), self.model.config.text_config.vocab_size)
+        mask = None  # one question per row and no padding: nothing to mask (adding zeros changes no score)
+        if not bool(allowed.all()):
+            dtype = image_embeds.dtype
+            mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+            mask = mask[:, None].to(self.device)  # (R, 1, T, T)
+        logits = torch.empty(len(length), self.model.config.text_config.vocab_size)
         with torch.no_grad():
             states = self.model.text_encoder(
                 input_ids=ids.to(self.device),
-                attention_mask=mask[:, None].to(self.device),
+                attention_mask=mask,
                 position_ids=pos.to(self.device),
-                encoder_hidden_states=image_embeds,
+                encoder_hidden_states=image_embeds[[i for i, _ in rows]],
             ).last_hidden_state  # (R, T, H)
-            row, first, length = (torch.tensor(c) for c in zip(*pairs))
             for n in length.unique().tolist():
                 sel = (length == n).nonzero()[:, 0]
                 index = (first[sel, None] + torch.arange(n)).to(self.device)  # (k, n) token positions
@@ -171,19 +171,26 @@ class BlipVqa:
 
 def _layout(rows: list[list[list[int]]], pad_id: int):
     """Row r holds its questions' token ids back to back: ids `(R, T)`, positions `(R, T)` restarting at 0 per
-    question, segment `(R, T)` = the question's number in its row (-1: padding), and (row, first, length) for
-    every question in order. Built as Python lists (one tensor each): per-question tensor ops cost more here."""
+    question, segment `(R, T)` = the question's number in its row (-1: padding), and (row, first, length), each
+    `(Q,)`, for every question in order. Built with numpy index arrays: Python loops over tokens (and
+    torch.tensor of nested lists) took ~0.8 ms per DPG grid, a tenth of its scoring time."""
+    import itertools
+
+    import numpy as np
     import torch
 
-    width = max(sum(map(len, row)) for row in rows)
-    ids, pos, segment, pairs = [], [], [], []
-    for r, row in enumerate(rows):
-        starts = [0]
-        for question_ids in row:
-            pairs.append((r, starts[-1], len(question_ids)))
-            starts.append(starts[-1] + len(question_ids))
-        pad = width - starts[-1]
-        ids.append([t for q in row for t in q] + [pad_id] * pad)
-        pos.append([k for q in row for k in range(len(q))] + [0] * pad)
-        segment.append([j for j, q in enumerate(row) for _ in q] + [-1] * pad)
-    return torch.tensor(ids), torch.tensor(pos), torch.tensor(segment), pairs
+    counts = np.array([len(row) for row in rows])
+    length = np.array([len(ids) for row in rows for ids in row])  # (Q,)
+    row = np.repeat(np.arange(len(rows)), counts)  # (Q,)
+    flat_start = np.cumsum(length) - length  # (Q,) in all tokens back to back
+    row_first = np.cumsum(counts) - counts  # (R,) each row's first question
+    first = flat_start - flat_start[row_first][row]  # (Q,) within its row
+    token_question = np.repeat(np.arange(len(length)), length)  # (N,)
+    within = np.arange(length.sum()) - flat_start[token_question]  # (N,) position within its question
+    r, c = row[token_question], first[token_question] + within
+    shape = (len(rows), int((first + length).max()))
+    ids, pos, segment = np.full(shape, pad_id), np.zeros(shape, dtype=np.int64), np.full(shape, -1)
+    ids[r, c] = np.fromiter(itertools.chain.from_iterable(q for row_ids in rows for q in row_ids), np.int64)
+    pos[r, c] = within
+    segment[r, c] = (np.arange(len(length)) - row_first[row])[token_question]
+    return tuple(torch.from_numpy(x) for x in (ids, pos, segment, row, first, length))

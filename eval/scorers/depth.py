@@ -70,6 +70,7 @@ class DptDepth:
             up = F.interpolate(pred[rows][:, None], size=(h, w), mode="bilinear", align_corners=True)[:, 0]
             png = (up * 255).to(torch.uint8).cpu().numpy()  # 8-bit PNG round trip (truncation)
             for i, q in zip(rows, png):
-                frame = Image.fromarray(q).resize(detector_frame(w, h), Image.Resampling.BILINEAR)
-                maps[i] = np.asarray(frame, dtype=np.float32) / 255  # float32, as the official ToTensor
+                frame = np.asarray(Image.fromarray(q).resize(detector_frame(w, h), Image.Resampling.BILINEAR))
+                # float32, as the official ToTensor; np.asarray(frame, dtype=np.float32) gives the same 4x slower
+                maps[i] = np.divide(frame, np.float32(255), dtype=np.float32)
         return maps
