@@ -104,6 +104,8 @@ class SamplingConfig:
     dropout: float = 0.1  # DropDiv rate [ours]
     layers: int = 2  # DropDiv: last layers whose MLPs get dropout [ours]
     noise_std: float = 0.1  # "Noisy DreamEmb" ablation
+    # candidate k = 0 drawn without diversity (greedy / dropout off); NOT in the paper
+    include_plain: bool = False
     batch_size: int = 16
 
     def __post_init__(self):

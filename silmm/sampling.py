@@ -3,7 +3,10 @@
 Discrete models sample image tokens with nucleus sampling; continuous models use DropDiv (dropout switched on
 in the last layers' MLPs) or, as an ablation, Gaussian feature noise: the adapter implements each mode behind
 `Adapter.sample`. The seed of every candidate is derived from (run seed, iteration, prompt index, k) and
-recorded, so any candidate can be regenerated alone. Images are saved as PNG; the token ids or features that
+recorded, so any candidate can be regenerated alone. With `include_plain` (not in the paper), candidate k = 0 is
+the model's plain output (mode "none": greedy tokens, dropout off), so the variations compete with it: DropDiv's
+candidates are on average worse than the plain features, and a pair whose chosen image is worse than what the
+model already draws cannot teach it. Images are saved as PNG; the token ids or features that
 produced them go to one safetensors file, keyed by candidate index, for the preference update.
 """
 
@@ -72,7 +75,9 @@ def draw(
     for start in starts:
         batch = jobs[start : start + cfg.batch_size]
         seeds = [candidate_seed(run_seed, iteration, p, k) for p, k in batch]
-        samples = adapter.sample([prompts[p] for p, _ in batch], seeds, diversity)
+        samples = _sample(
+            adapter, [prompts[p] for p, _ in batch], seeds, [k for _, k in batch], diversity, cfg
+        )
         done = []
         for offset, ((p, k), seed, sample) in enumerate(zip(batch, seeds, samples, strict=True)):
             index = start + offset
@@ -87,6 +92,27 @@ def draw(
         records.append(record)
         tensors.update(sample_tensor)
     return records, tensors
+
+
+def _sample(
+    adapter: Adapter,
+    prompts: list[str],
+    seeds: list[int],
+    ks: list[int],
+    diversity: Diversity,
+    cfg: SamplingConfig,
+) -> list[Sample]:
+    """The batch's candidates in order; with `include_plain` the k = 0 ones come from a plain (mode "none") call."""
+    plain = [i for i, k in enumerate(ks) if cfg.include_plain and k == 0]
+    varied = [i for i in range(len(ks)) if i not in set(plain)]
+    out: list[Sample | None] = [None] * len(ks)
+    for idx, div in ((plain, Diversity("none")), (varied, diversity)):
+        if idx:
+            for i, sample in zip(
+                idx, adapter.sample([prompts[i] for i in idx], [seeds[i] for i in idx], div)
+            ):
+                out[i] = sample
+    return out
 
 
 def sample_tensors(index: int, sample: Sample) -> dict[str, torch.Tensor]:

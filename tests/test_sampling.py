@@ -34,3 +34,19 @@ def test_dropdiv_gives_different_features_and_none_is_deterministic():
     plain = adapter.sample(["red and blue"] * 2, [1, 2], Diversity(mode="none"))
     assert torch.equal(plain[0].feats, plain[1].feats)
     assert torch.equal(plain[0].feats, adapter.policy_outputs(["red and blue"], plain)[0])  # hooks removed
+
+
+def test_include_plain_draws_candidate_zero_without_diversity(tmp_path):
+    adapter = TinyAdapter("continuous")
+    cfg = SamplingConfig(n=3, mode="dropdiv", dropout=0.3, include_plain=True, batch_size=4)
+    prompts = ["red and blue", "a green"]
+    records, tensors = draw(adapter, prompts, cfg, run_seed=5, iteration=1, iter_dir=tmp_path)
+    plain = adapter.sample(prompts, [0, 0], Diversity(mode="none"))
+    for r in records:
+        feats = tensors[f"{r.index}.feats"]
+        if r.k == 0:
+            assert torch.equal(feats, plain[r.prompt_index].feats)
+        else:  # the other candidates are DropDiv draws, regenerable from their seed
+            assert not torch.equal(feats, plain[r.prompt_index].feats)
+            again = adapter.sample([r.prompt], [r.seed], diversity_from(cfg))[0]
+            assert torch.equal(again.feats, feats)

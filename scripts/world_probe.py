@@ -1,0 +1,97 @@
+"""Two diagnostics of a world model, behind numbers in docs/RESULTS.md.
+
+    python -m scripts.world_probe relations MODEL        # the judge on clean renders: true vs flipped relations
+    python -m scripts.world_probe candidates MODEL       # plain drawing vs its N diverse candidates, held-out split
+
+MODEL is world-discrete, world-continuous or a model folder. `relations` renders 300 relation prompts exactly as
+written and asks each prompt's relation and its opposite ("... to the left of ..." vs "... to the right of ...");
+a judge that reads the geometry says yes to the first and no to the second. `candidates` draws each held-out prompt
+once plainly (the evaluation's drawing) and N = 8 times with the loop's diversity (nucleus for discrete, DropDiv
+p 0.5 on 6 layers for continuous), and reports per category the oracle's strict rate of the plain drawing, of the
+average candidate, of the best candidate (best-of-N) and of the candidate the model's own judge ranks first.
+Fixed seeds; one torch thread.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from collections import defaultdict
+
+import torch
+
+from silmm.adapters import load_adapter
+from silmm.adapters.base import Diversity
+from silmm.world.data import _OPPOSITE
+from silmm.world.evaluate import DEFAULT_DIVERSITY, SPLITS, read_prompts
+from silmm.world.grammar import classify, parse_prompt
+from silmm.world.layout import random_layout
+from silmm.world.oracle import SceneView, verdict
+from silmm.world.questions import _words, decompose
+from silmm.world.scene import render
+from silmm.world.writer import sample_prompt
+
+LOOP_DIVERSITY = {
+    "discrete": Diversity("nucleus", top_p=0.95),
+    "continuous": Diversity("dropdiv", dropout=0.5, layers=6),
+}
+
+
+def relations(adapter, n: int = 300) -> None:
+    rng = random.Random(5)
+    images, questions, groups = [], [], []
+    while len(groups) < 2 * n:
+        spec = parse_prompt(sample_prompt(rng.choice(["spatial2d", "spatial3d", "non_spatial"]), rng))
+        try:
+            image = render(list(SceneView.from_objs(random_layout(spec, rng)).objects))
+        except RuntimeError:  # a crowded prompt without a layout
+            continue
+        r = spec.relations[0]
+        a, b = _words(spec.entities[r.subject]), _words(spec.entities[r.object])
+        for rel, truth in ((r.relation, "true"), (_OPPOSITE[r.relation], "flipped")):
+            images.append(image)
+            questions.append(f"is the {a} {rel} the {b}?")
+            kind = "size" if "than" in rel else "depth" if rel in ("in front of", "behind") else "2d"
+            groups.append((kind, truth))
+    p_yes, p_no = adapter.answer_yes_no(images, questions)
+    said = defaultdict(list)
+    for group, yes in zip(groups, (p_yes > p_no).tolist()):
+        said[group].append(yes)
+    print("relation kind | relation | n | share answered yes")
+    for (kind, truth), v in sorted(said.items()):
+        print(f"{kind} | {truth} | {len(v)} | {sum(v) / len(v):.3f}")
+
+
+def candidates(adapter, n: int = 8) -> None:
+    plain_div, loop_div = DEFAULT_DIVERSITY[adapter.kind], LOOP_DIVERSITY[adapter.kind]
+    stats: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for i, prompt in enumerate(read_prompts(SPLITS["heldout"])):
+        spec = parse_prompt(prompt)
+        plain = adapter.sample([prompt], [1000 * i], plain_div)[0]
+        drawn = adapter.sample([prompt] * n, [7 + 100 * i + k for k in range(n)], loop_div)
+        strict = [float(verdict(spec, SceneView.from_image(s.image)).strict) for s in drawn]
+        qs = [q.text for q in decompose(spec)]
+        p_yes, p_no = adapter.answer_yes_no([s.image for s in drawn for _ in qs], qs * n)
+        self_best = int((p_yes - p_no).view(n, len(qs)).mean(1).argmax())
+        st = stats[classify(spec)]
+        st["plain"].append(float(verdict(spec, SceneView.from_image(plain.image)).strict))
+        st["mean candidate"].append(sum(strict) / n)
+        st["best of N"].append(max(strict))
+        st["self-chosen"].append(strict[self_best])
+        st["distinct images"].append(len({s.image.tobytes() for s in drawn}))
+    keys = ["plain", "mean candidate", "best of N", "self-chosen", "distinct images"]
+    print("category | " + " | ".join(keys))
+    for cat, st in sorted(stats.items()):
+        print(f"{cat} | " + " | ".join(f"{sum(st[k]) / len(st[k]):.3f}" for k in keys))
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 2 or argv[0] not in ("relations", "candidates"):
+        raise SystemExit(__doc__)
+    torch.set_num_threads(1)
+    adapter = load_adapter(argv[1])
+    (relations if argv[0] == "relations" else candidates)(adapter)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
