@@ -1,4 +1,4 @@
-"""Markdown tables for docs/RESULTS.md from run folders: `python scripts/results_table.py runs/NAME [runs/OTHER ...]`.
+"""Markdown tables for docs/RESULTS.md from run folders: `python -m scripts.results_table runs/NAME [runs/OTHER ...]`.
 
 Per run: held-out strict alignment per category for iteration 0 (base) .. k, overall, facts-only overall, mean
 drawn objects, the self-judge's agreement with the oracle on that iteration's candidates, how often the

@@ -1,6 +1,6 @@
 """Evaluate world model folders on the held-out and seen splits (used after GPU training to pick checkpoints).
 
-    python scripts/world_eval_quick.py OUT.json DIR [DIR ...] [--device cuda]
+    python -m scripts.world_eval_quick OUT.json DIR [DIR ...] [--device cuda]
 """
 
 import json
