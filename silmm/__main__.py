@@ -44,7 +44,7 @@ def load_model(cfg: Config) -> tuple[Any, Any, Any]:
     if device is None and PartialState().num_processes > 1:  # state made by main(): this process's device
         device = str(PartialState().device)
     adapter = adapters.load_adapter(cfg.model.name, weights=cfg.model.weights or None, device=device)
-    measure = adapters.measurement_for(cfg.model.name)
+    measure = adapters.measurement_for(cfg.model.name, images_per_prompt=cfg.run.heldout_images)
     judge = adapters.load_judge(cfg.feedback.judge, device=device) if cfg.feedback.judge else None
     return adapter, measure, judge
 

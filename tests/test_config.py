@@ -47,6 +47,7 @@ def test_yaml_then_overrides_take_precedence(tmp_path):
         ("feedback.rule=vote", r"feedback.rule='vote' .*\['prob_diff', 'yes_ratio', 'random'\]"),
         ("dpo.kernel_pool=sum", r"dpo.kernel_pool='sum' .*\['avg', 'max', 'none'\]"),
         ("run.log_with=mlflow", r"run.log_with='mlflow' .*\['none', 'tensorboard', 'wandb'\]"),
+        ("run.heldout_images=0", r"run.heldout_images=0 .*must be >= 1"),
         ("dpo.betta=0.1", r"unknown config key 'dpo.betta'; valid keys here: \['dpo.beta'"),
         ("optim.lr=0.1", r"unknown config key 'optim'; valid keys here: \[.*'dpo'"),
         ("sampling.n=eight", r"sampling.n='eight' .*must be of type int"),

@@ -1,6 +1,7 @@
 """The built-in world: grammar, renderer + tokenizer round trip, oracle, question decomposition, world adapters."""
 
 import random
+from pathlib import Path
 
 import conformance as C
 import pytest
@@ -305,3 +306,12 @@ def test_world_eval_unknown_model_writes_nothing(tmp_path):
     with pytest.raises(EvalInputError, match="unknown model 'nope'"):
         world_bench.run(_eval_args(tmp_path, "nope", prompts))
     assert not (tmp_path / "out").exists()
+
+
+def test_heldout_images_reaches_the_world_measure():
+    from silmm.__main__ import load_model
+    from silmm.config import load_config
+
+    cfg = load_config(Path(__file__).parents[1] / "configs" / "world-discrete.yaml", ["run.heldout_images=8"])
+    _, measure, _ = load_model(cfg)
+    assert measure.images_per_prompt == 8

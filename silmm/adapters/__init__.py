@@ -77,10 +77,11 @@ def load_judge(spec: str, device: str | None = None):
     return _load(spec, device=device)
 
 
-def measurement_for(name: str):
-    """Ground-truth measurement hooks for world models (None for real models)."""
+def measurement_for(name: str, images_per_prompt: int = 2):
+    """Ground-truth measurement hooks for world models (None for real models); `images_per_prompt` per held-out
+    prompt in the evaluation after every iteration."""
     if _resolve(name)[0] != "silmm.adapters.world":
         return None
     from silmm.world.measure import WorldMeasure
 
-    return WorldMeasure()
+    return WorldMeasure(images_per_prompt=images_per_prompt)
