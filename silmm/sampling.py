@@ -4,9 +4,9 @@ Discrete models sample image tokens with nucleus sampling; continuous models use
 in the last layers' MLPs) or, as an ablation, Gaussian feature noise: the adapter implements each mode behind
 `Adapter.sample`. The seed of every candidate is derived from (run seed, iteration, prompt index, k) and
 recorded, so any candidate can be regenerated alone. With `include_plain` (not in the paper), candidate k = 0 is
-the model's plain output (mode "none": greedy tokens, dropout off), so the variations compete with it: DropDiv's
-candidates are on average worse than the plain features, and a pair whose chosen image is worse than what the
-model already draws cannot teach it. Images are saved as PNG; the token ids or features that
+the model's plain output (mode "none": greedy tokens, dropout off), so the variations compete with it: on
+world-continuous, DropDiv's candidates were worse than the plain drawing in every category (docs/RESULTS.md), and a
+pair whose chosen image is worse than what the model already draws cannot teach it. Images are saved as PNG; the token ids or features that
 produced them go to one safetensors file, keyed by candidate index, for the preference update.
 """
 
@@ -104,7 +104,7 @@ def _sample(
 ) -> list[Sample]:
     """The batch's candidates in order; with `include_plain` the k = 0 ones come from a plain (mode "none") call."""
     plain = [i for i, k in enumerate(ks) if cfg.include_plain and k == 0]
-    varied = [i for i in range(len(ks)) if i not in set(plain)]
+    varied = [i for i, k in enumerate(ks) if not (cfg.include_plain and k == 0)]
     out: list[Sample | None] = [None] * len(ks)
     for idx, div in ((plain, Diversity("none")), (varied, diversity)):
         if idx:
