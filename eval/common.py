@@ -7,7 +7,8 @@
 - Per-image scores are appended to a jsonl cache keyed by a signature of the scoring settings, so an
   interrupted run resumes where it stopped. Results: results.json, per_image.jsonl, results.csv, results.html/png.
 - Under `accelerate launch` (or torchrun) each process takes batches rank, rank+world, ...
-  (`silmm.runio.Processes`) and writes its own cache file; after a barrier the caches are read together and the main process writes the results.
+  (`silmm.runio.Processes`) and writes its own cache file; after a barrier the caches are read together and the
+  main process writes the results.
   Whole batches are dealt out, so every batch is the one a single process would score: same numbers.
 Nothing here imports torch or a model; importing this module touches no network.
 """

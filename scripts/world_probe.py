@@ -6,8 +6,8 @@
 MODEL is world-discrete, world-continuous or a model folder. `relations` renders 300 relation prompts exactly as
 written and asks each prompt's relation and its opposite ("... to the left of ..." vs "... to the right of ...");
 a judge that reads the geometry says yes to the first and no to the second. `candidates` draws each held-out prompt
-once plainly (the evaluation's drawing) and N = 8 times with the loop's diversity (nucleus for discrete, DropDiv
-p 0.5 on 6 layers for continuous), and reports per category the oracle's strict rate of the plain drawing, of the
+once plainly (the evaluation's drawing) and N = 8 times with the shipped config's diversity (configs/world-KIND.yaml:
+nucleus top-p 0.95 for discrete, DropDiv p 0.5 on 6 layers for continuous), and reports per category the oracle's strict rate of the plain drawing, of the
 average candidate, of the best candidate (best-of-N) and of the candidate the model's own judge ranks first.
 Fixed seeds; one torch thread.
 """
@@ -17,11 +17,13 @@ from __future__ import annotations
 import random
 import sys
 from collections import defaultdict
+from pathlib import Path
 
 import torch
 
 from silmm.adapters import load_adapter
-from silmm.adapters.base import Diversity
+from silmm.config import load_config
+from silmm.sampling import diversity_from
 from silmm.world.data import _OPPOSITE
 from silmm.world.evaluate import DEFAULT_DIVERSITY, SPLITS, read_prompts
 from silmm.world.grammar import classify, parse_prompt
@@ -31,10 +33,7 @@ from silmm.world.questions import _words, decompose
 from silmm.world.scene import render
 from silmm.world.writer import sample_prompt
 
-LOOP_DIVERSITY = {
-    "discrete": Diversity("nucleus", top_p=0.95),
-    "continuous": Diversity("dropdiv", dropout=0.5, layers=6),
-}
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def relations(adapter, n: int = 300) -> None:
@@ -63,7 +62,8 @@ def relations(adapter, n: int = 300) -> None:
 
 
 def candidates(adapter, n: int = 8) -> None:
-    plain_div, loop_div = DEFAULT_DIVERSITY[adapter.kind], LOOP_DIVERSITY[adapter.kind]
+    plain_div = DEFAULT_DIVERSITY[adapter.kind]
+    loop_div = diversity_from(load_config(CONFIGS / f"world-{adapter.kind}.yaml").sampling)
     stats: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for i, prompt in enumerate(read_prompts(SPLITS["heldout"])):
         spec = parse_prompt(prompt)

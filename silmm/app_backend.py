@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -195,14 +195,12 @@ class Backend:
     @staticmethod
     def _diversity(model: str, mode: str):
         """The sampling settings of the model's shipped config (DropDiv rate and layers, top-p), with this mode."""
-        from silmm.adapters.base import Diversity
+        from silmm.config import SamplingConfig
+        from silmm.sampling import diversity_from
 
         base = ROOT / "configs" / f"{model}.yaml"
-        if not base.is_file():
-            return Diversity(mode=mode)
-        sc = load_config(base).sampling
-        return Diversity(mode, top_p=sc.top_p, temperature=sc.temperature, dropout=sc.dropout, layers=sc.layers,
-                         noise_std=sc.noise_std)  # fmt: skip
+        sampling = load_config(base).sampling if base.is_file() else SamplingConfig()
+        return diversity_from(replace(sampling, mode=mode))
 
     def generate(self, model: str, prompt: str, n: int, seed: int, *, mode: str = "", rule: str = "prob_diff",
                  questions: str = "self") -> dict:  # fmt: skip
