@@ -23,6 +23,7 @@ from eval.common import (
     EvalInputError,
     JudgeUnavailableError,
     current_shard,
+    keep_freed_memory,
     resolve_device,
 )
 
@@ -196,4 +197,5 @@ if __name__ == "__main__":
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    keep_freed_memory()  # the command only, not main(): batched CPU scoring reuses its freed activations
     sys.exit(main())

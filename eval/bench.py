@@ -19,6 +19,8 @@ import statistics
 import time
 from pathlib import Path
 
+from eval.common import keep_freed_memory
+
 YES_NO_WORDS = [
     "yes",
     "no",
@@ -292,7 +294,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--json", type=Path, help="also write the table here")
     p.add_argument("--only", help="measure only scorers whose name contains this text (e.g. owlv2)")
+    p.add_argument("--default-allocator", action="store_true",
+                   help="keep glibc's default thresholds (python -m eval sets them: eval.common.keep_freed_memory)")  # fmt: skip
     args = p.parse_args(argv)
+    allocator = "glibc defaults"
+    if not args.default_allocator and keep_freed_memory():
+        allocator = "freed memory kept (as python -m eval)"
     if args.device == "cpu":
         torch.set_num_threads(1)
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -318,7 +325,7 @@ def main(argv: list[str] | None = None) -> dict:
         else f"cpu ({torch.get_num_threads()} thread)"
     )
     print(f"{'real-size' if args.real_size else 'tiny'} random judges, {side}px images, {args.images} images, batch "
-          f"{args.batch}, median of {args.repeats}, device {device}")  # fmt: skip
+          f"{args.batch}, median of {args.repeats}, device {device}, allocator: {allocator}")  # fmt: skip
     print(f"{'scorer':40s} {'batched img/s':>14s} {'single img/s':>13s} {'ms/img':>8s} {'ratio':>6s}")
     for name, r in rows.items():
         print(
@@ -329,6 +336,7 @@ def main(argv: list[str] | None = None) -> dict:
         "real_size": args.real_size,
         "image_side": side,
         "batch": args.batch,
+        "allocator": allocator,
         "rows": rows,
     }
     if args.json:
