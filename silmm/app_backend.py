@@ -27,7 +27,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from silmm import app_jobs, runio
-from silmm.adapters import ADAPTERS, load_adapter, measurement_for
+from silmm.adapters import ADAPTERS, load_adapter
+from silmm.adapters import is_world as _is_world
 from silmm.config import DIVERSITY_MODES, QUESTION_MODES, SCORE_RULES, config_to_dict, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +75,7 @@ def model_kind(name: str) -> str | None:
 
 def is_world(name: str) -> bool:
     try:
-        return measurement_for(name) is not None
+        return _is_world(name)
     except ValueError:
         return False
 

@@ -77,10 +77,15 @@ def load_judge(spec: str, device: str | None = None):
     return _load(spec, device=device)
 
 
-def measurement_for(name: str, images_per_prompt: int = 2):
+def is_world(name: str) -> bool:
+    """Whether `name` is a world model (registered name or folder); raises ValueError for an unknown name."""
+    return _resolve(name)[0] == "silmm.adapters.world"
+
+
+def measurement_for(name: str, *, images_per_prompt: int):
     """Ground-truth measurement hooks for world models (None for real models); `images_per_prompt` per held-out
-    prompt in the evaluation after every iteration."""
-    if _resolve(name)[0] != "silmm.adapters.world":
+    prompt in the evaluation after every iteration (the default is `RunConfig.heldout_images`)."""
+    if not is_world(name):
         return None
     from silmm.world.measure import WorldMeasure
 

@@ -19,8 +19,8 @@ from silmm.world.questions import answer, decompose, question_type
 
 @dataclass
 class WorldMeasure:
+    images_per_prompt: int  # per held-out prompt (the loop passes run.heldout_images)
     prompts_file: str | None = None
-    images_per_prompt: int = 2
 
     def evaluate(self, adapter) -> dict:
         prompts = read_prompts(self.prompts_file) if self.prompts_file else default_prompts()
