@@ -234,9 +234,14 @@ def test_queue_stop_and_resume(demo, model):
     assert [m["iteration"] for m in summary] == [0, 1]
 
 
+# the tests check that every call completes, not how fast: httpx's default 5 s timeout failed a config request
+# once when 20 clients connected while other jobs kept both CPU cores busy
+HTTP = {"timeout": 120}
+
+
 def launch(demo: gr.Blocks) -> tuple[str, Client]:
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True, **app.LAUNCH)  # fmt: skip
-    return url, Client(url, verbose=False)
+    return url, Client(url, verbose=False, httpx_kwargs=HTTP)
 
 
 def test_named_api_endpoints_through_gradio_client(demo, model):
@@ -271,7 +276,7 @@ def test_twenty_concurrent_clients_while_a_job_trains(demo, model):
 
         def one(i: int) -> None:
             try:
-                c = Client(url, verbose=False)
+                c = Client(url, verbose=False, httpx_kwargs=HTTP)
                 out = c.predict(model, "a green triangle above a red circle", 2, i, "nucleus", "prob_diff", "gt", api_name="/generate")  # fmt: skip
                 results.append(len(out[0]))
                 job_states.append(backend.jobs.latest("load").state)
