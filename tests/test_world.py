@@ -14,6 +14,7 @@ from silmm.world.data import (
     canonical_codes,
     counterfactual,
     perturb,
+    relation_geometry,
     relation_question,
     scene_ok,
 )
@@ -170,6 +171,46 @@ def test_relation_questions_catch_near_miss_noun_phrases():
         near_miss += not any(a.matches(o) for o in v.objects) or not any(b.matches(o) for o in v.objects)
     assert 0.25 < sum(answers) / len(answers) < 0.6
     assert near_miss > 0.2 * len(answers)
+
+
+def test_relation_geometry_says_where_each_object_lies_relative_to_the_subject():
+    """Hand-built scene: a blue square left of a red circle, a green triangle below the square."""
+    from silmm.world.grammar import RELATIONS
+
+    view = SceneView.from_objs([Obj(2, 0, "square", "blue"), Obj(2, 3, "circle", "red"), Obj(5, 0, "triangle", "green")])
+    rows = relation_geometry("is the blue square to the left of the red circle?", view)
+    rel = list(RELATIONS)
+    square, circle, triangle = (view.objects.index(o) for o in view.objects)
+    cell = {i: o.row * 6 + o.col for i, o in enumerate(view.objects)}
+    assert rows[cell[square]] == [1] + [0] * len(rel)  # the subject itself
+    assert rows[cell[circle]][0] == 0 and rows[cell[circle]][1 + rel.index("to the left of")] == 1
+    assert rows[cell[circle]][1 + rel.index("to the right of")] == 0
+    assert rows[cell[triangle]][1 + rel.index("above")] == 1  # the square is above the triangle
+    assert sum(r[0] == -100 for r in rows) == 36 - 3  # empty cells are ignored
+    assert relation_geometry("is there a red circle?", view) is None  # not a relation question
+    assert relation_geometry("is the square to the left of the red circle?", view) is not None
+    two = SceneView.from_objs([Obj(2, 0, "square", "blue"), Obj(2, 3, "square", "blue")])
+    assert relation_geometry("is the blue square to the left of the blue square?", two) is None  # subject not unique
+
+
+def test_geometry_auxiliary_reaches_the_model():
+    """The geometry loss sends gradient into the model's layers (not only into its training-only head)."""
+    from silmm.world import train as world_train
+    from silmm.world.grammar import RELATIONS
+
+    torch.manual_seed(0)
+    model = WorldLM(world_config("discrete", hidden=32, layers=2, heads=2))
+    maker = ExampleMaker("discrete", build_tokenizer().get_vocab(), seed=1, relation_share=1.0)
+    examples = [maker.see() for _ in range(16)]
+    assert any("geometry" in e for e in examples)
+    batch = world_train.collate(examples, model.config.pad_token_id)
+    head = torch.nn.Linear(32, 1 + len(RELATIONS))
+    grads = []
+    for weight in (0.0, 1.0):
+        model.zero_grad()
+        world_train.lm_loss(model, batch, head, weight)[0].backward()
+        grads.append(model.model.layers[0].self_attn.q_proj.weight.grad.clone())
+    assert not torch.allclose(grads[0], grads[1])
 
 
 def test_example_maker_is_deterministic():

@@ -65,6 +65,26 @@ def cell_relevance(question: str, view: SceneView) -> list[int]:
     return flags
 
 
+def relation_geometry(question: str, view: SceneView) -> list[list[int]] | None:
+    """Auxiliary target for a relation question whose subject phrase names exactly one drawn object `a`: for each
+    lattice cell with an object `k`, [k is `a`, then for every relation r in RELATIONS: r holds between `a` and `k`];
+    IGNORE rows for empty cells. It asks every drawn object how it lies relative to the subject, a dense signal for
+    the geometry that the yes/no answer alone did not teach (docs/RESULTS.md). None otherwise (training only)."""
+    from silmm.world.questions import read
+
+    _, form = read(question)
+    if form[0] != "relation":
+        return None
+    subject = [i for i, o in enumerate(view.objects) if form[1].matches(o)]
+    if len(subject) != 1:
+        return None
+    (a,) = subject
+    rows = [[IGNORE] * (1 + len(RELATIONS)) for _ in range(GRID * GRID)]
+    for k, o in enumerate(view.objects):
+        rows[o.row * GRID + o.col] = [int(k == a), *(int(k != a and holds(r, view, a, k)) for r in RELATIONS)]
+    return rows
+
+
 def canonical_codes(objs: list[Obj]) -> list[int]:
     """Codes as the pixel parser reports them: the front layer holds exactly the objects that hide another."""
     view = SceneView.from_objs(objs)
@@ -229,8 +249,8 @@ RELATION_SHARE = 0.25  # share of VQA examples that ask a `relation_question`
 class ExampleMaker:
     """Token-id examples for one model kind: dicts with `ids`, `labels` and (continuous draw) `feat_codes`."""
 
-    def __init__(self, kind: str, vocab: dict[str, int], seed: int):
-        self.kind, self.vocab, self.rng = kind, vocab, random.Random(seed)
+    def __init__(self, kind: str, vocab: dict[str, int], seed: int, relation_share: float = RELATION_SHARE):
+        self.kind, self.vocab, self.rng, self.relation_share = kind, vocab, random.Random(seed), relation_share
 
     def t(self, tokens: list[str]) -> list[int]:
         return ids_of(tokens, self.vocab)
@@ -289,7 +309,7 @@ class ExampleMaker:
             view = SceneView.from_objs(objs)
             qs = probe_questions(view, rng, n_questions)
         q = rng.choice(qs or [_count_q("object", "objects", max(1, min(8, len(objs))))])
-        if rng.random() < RELATION_SHARE:
+        if rng.random() < self.relation_share:
             q = relation_question(view, rng) or q
         head = self.t(see_sequence(canonical_codes(objs), q))
         ans = self.vocab["yes" if answer(q, view) else "no"]
@@ -297,7 +317,11 @@ class ExampleMaker:
         start = head.index(self.vocab["<img>"]) + 1
         for cell, flag in enumerate(cell_relevance(q, view)):
             cells[start + cell] = flag
-        return {"ids": head + [ans], "labels": [IGNORE] * len(head) + [ans], "cell_labels": cells}
+        example = {"ids": head + [ans], "labels": [IGNORE] * len(head) + [ans], "cell_labels": cells}
+        geometry = relation_geometry(q, view)
+        if geometry is not None:
+            example["geometry"], example["geometry_start"] = geometry, start
+        return example
 
 
 __all__ = [

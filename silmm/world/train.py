@@ -21,8 +21,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from silmm.world.data import IGNORE, ExampleMaker
+from silmm.world.data import IGNORE, RELATION_SHARE, ExampleMaker
+from silmm.world.grammar import RELATIONS
 from silmm.world.model import WorldLM, build_tokenizer, code_features, world_config
+from silmm.world.scene import GRID
 
 TASK_MIX = {"draw": 0.35, "see": 0.45, "ask": 0.1, "write": 0.1}
 OBJECT_CELL_WEIGHT = 4.0
@@ -39,11 +41,18 @@ def collate(examples: list[dict], pad: int) -> dict:
         ids[i, :n], labels[i, :n], mask[i, :n] = torch.tensor(e["ids"]), torch.tensor(e["labels"]), 1
         if "cell_labels" in e:
             cells[i, :n] = torch.tensor(e["cell_labels"])
-    return {"ids": ids, "labels": labels, "mask": mask, "cells": cells}
+    batch = {"ids": ids, "labels": labels, "mask": mask, "cells": cells}
+    if any("geometry" in e for e in examples):  # (B, 36, 1 + relations) at the image cells from geometry_start
+        batch["geometry"] = torch.tensor([e.get("geometry", [[IGNORE] * (1 + len(RELATIONS))] * GRID**2) for e in examples])
+        batch["geometry_start"] = torch.tensor([e.get("geometry_start", 0) for e in examples])
+    return batch
 
 
-def lm_loss(model: WorldLM, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean next-token cross-entropy over labelled positions, and the accuracy there."""
+def lm_loss(model: WorldLM, batch: dict, geometry_head: torch.nn.Linear | None = None, geometry_weight: float = 0.0
+            ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Mean next-token cross-entropy over labelled positions, and the accuracy there. With a `geometry_head`, relation
+    questions also train the image cells to say where each drawn object lies relative to the subject
+    (`data.relation_geometry`), weighted by `geometry_weight`."""
     hidden = model.hidden(batch["ids"], batch["mask"])  # (B, T, H)
     logits = model.lm_head(hidden)[:, :-1]  # (B, T-1, V)
     target = batch["labels"][:, 1:]
@@ -53,6 +62,12 @@ def lm_loss(model: WorldLM, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         sel = cells != IGNORE
         cell_logits = model.cell_head(hidden[sel]).squeeze(-1)
         loss = loss + F.binary_cross_entropy_with_logits(cell_logits, cells[sel].float())
+    if geometry_head is not None and "geometry" in batch:
+        pos = batch["geometry_start"][:, None] + torch.arange(GRID**2, device=hidden.device)  # (B, 36)
+        out = geometry_head(hidden.gather(1, pos[..., None].expand(-1, -1, hidden.shape[-1])))  # (B, 36, 1 + R)
+        geo = batch["geometry"]
+        sel = geo != IGNORE
+        loss = loss + geometry_weight * F.binary_cross_entropy_with_logits(out[sel], geo[sel].float())
     sel = target != IGNORE
     acc = (logits.argmax(-1)[sel] == target[sel]).float().mean()
     return loss, acc
@@ -62,14 +77,15 @@ class BatchStream(torch.utils.data.IterableDataset):
     """Endless collated batches; worker w draws from seed (seed, w), so a run is fixed by (seed, workers)."""
 
     def __init__(self, kind: str, vocab: dict[str, int], seed: int, batch_size: int, pad: int, merge_tasks: bool,
-                 task_mix: dict[str, float] = TASK_MIX):
-        self.task_mix = task_mix
+                 task_mix: dict[str, float] = TASK_MIX, relation_share: float = RELATION_SHARE):
+        self.task_mix, self.relation_share = task_mix, relation_share
         self.kind, self.vocab, self.seed, self.size, self.pad, self.merge = kind, vocab, seed, batch_size, pad, merge_tasks
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         wid = info.id if info is not None else 0
-        maker, rng = ExampleMaker(self.kind, self.vocab, self.seed * 1000 + wid), random.Random(self.seed * 1000 + wid + 1)
+        maker = ExampleMaker(self.kind, self.vocab, self.seed * 1000 + wid, relation_share=self.relation_share)
+        rng = random.Random(self.seed * 1000 + wid + 1)
         while True:
             tasks = rng.choices(list(self.task_mix), list(self.task_mix.values()), k=self.size)
             groups: dict[str, list[dict]] = {}
@@ -94,7 +110,8 @@ def _to(batch: dict, device: torch.device) -> dict:
 def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: int = 48, lr: float = 2e-3,
           hidden: int = 192, layers: int = 6, heads: int = 6, log_every: int = 100, device: str = "cpu",
           workers: int = 0, max_minutes: float | None = None, init: str | None = None,
-          task_mix: dict[str, float] | None = None) -> dict:
+          task_mix: dict[str, float] | None = None, relation_share: float = RELATION_SHARE,
+          geometry_weight: float = 0.0) -> dict:
     torch.set_num_threads(int(os.environ.get("SILMM_THREADS", "1")))
     torch.manual_seed(seed)  # script entry point: the only place that seeds globally
     dev = torch.device(device)
@@ -111,7 +128,10 @@ def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: 
         if unexpected:
             raise ValueError(f"--init {init!r} has weights this model does not: {unexpected[:5]}")
     model = model.to(dev).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    # training-only head for the relation geometry auxiliary (not saved): [is the subject, each relation holds]
+    geometry_head = torch.nn.Linear(hidden, 1 + len(RELATIONS)).to(dev) if geometry_weight else None
+    params = [*model.parameters(), *(geometry_head.parameters() if geometry_head is not None else [])]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     warm = max(1, steps // 20)
     t0 = time.time()
 
@@ -124,7 +144,7 @@ def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: 
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress(s))))
     )
     stream = BatchStream(kind, tok.get_vocab(), seed, batch_size, tok.pad_token_id, merge_tasks=dev.type == "cuda",
-                         task_mix=task_mix or TASK_MIX)
+                         task_mix=task_mix or TASK_MIX, relation_share=relation_share)
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -135,7 +155,7 @@ def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: 
         if max_minutes is not None and time.time() - t0 > 60 * max_minutes:
             stopped_early = True
             break
-        parts = [(lm_loss(model, _to(b, dev)), k) for b, k in batch["lm"]]
+        parts = [(lm_loss(model, _to(b, dev), geometry_head, geometry_weight), k) for b, k in batch["lm"]]
         n = sum(k for _, k in parts)
         loss = sum(lo * k for (lo, _), k in parts) / n
         acc = sum(a * k for (_, a), k in parts) / n
@@ -149,7 +169,7 @@ def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: 
             loss = loss + f_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         if step % log_every == 0 or step == steps - 1:
@@ -167,7 +187,8 @@ def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: 
             "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev), "workers": workers,
             "seconds": round(time.time() - t0, 1), "final": log[-1],
             "steps_done": log[-1]["step"] + 1 if not stopped_early else step, "stopped_early": stopped_early,
-            "init": init, "init_reset": reset, "task_mix": task_mix or TASK_MIX}
+            "init": init, "init_reset": reset, "task_mix": task_mix or TASK_MIX, "relation_share": relation_share,
+            "geometry_weight": geometry_weight}
     (out_dir / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
     write_card(out_dir, meta, quick_eval(out_dir))
     return meta
@@ -240,6 +261,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--log-every", type=int, default=100)
     ap.add_argument("--init", help="start from this checkpoint folder (a later training stage)")
     ap.add_argument("--task-mix", help=f"e.g. see=0.6,draw=0.3,ask=0.05,write=0.05 (default {TASK_MIX})")
+    ap.add_argument("--relation-share", type=float, default=RELATION_SHARE,
+                    help="share of VQA examples that ask a relation question (default %(default)s)")  # fmt: skip
+    ap.add_argument("--geometry-weight", type=float, default=0.0,
+                    help="weight of the relation geometry auxiliary (data.relation_geometry); 0 = off")  # fmt: skip
     args = ap.parse_args(argv)
     meta = train(
         args.kind,
@@ -257,6 +282,8 @@ def main(argv: list[str] | None = None) -> None:
         init=args.init,
         log_every=args.log_every,
         task_mix=_parse_mix(args.task_mix) if args.task_mix else None,
+        relation_share=args.relation_share,
+        geometry_weight=args.geometry_weight,
     )
     print(json.dumps(meta))
 
