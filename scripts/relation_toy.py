@@ -8,7 +8,8 @@ with REL one of the four 2D relations, both noun phrases naming drawn objects ex
 opposite (half each): only the geometry decides the answer. Every 250 steps it prints the accuracy on 512 fixed
 test questions, split into true ("yes") and flipped ("no") ones; a model that ignores geometry scores 1 / 0 or
 0 / 1. `--geometry-weight` adds the loop-independent auxiliary of `silmm.world.train` (`--geometry-weight` there):
-each drawn object's cell predicts [is the subject, each relation holds between the subject and it].
+each drawn object's cell predicts [is the subject, matches the object phrase, each relation holds between the
+subject and it].
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 
 from silmm.world.data import (
     _OPPOSITE,
+    GEOMETRY_SIZE,
     IGNORE,
     canonical_codes,
     ids_of,
@@ -30,7 +32,7 @@ from silmm.world.data import (
     scene_ok,
     see_sequence,
 )
-from silmm.world.grammar import RELATIONS, Entity
+from silmm.world.grammar import Entity
 from silmm.world.layout import random_scene
 from silmm.world.model import WorldLM, build_tokenizer, world_config
 from silmm.world.oracle import SceneView, holds
@@ -56,7 +58,7 @@ def example(rng: random.Random, vocab: dict[str, int]):
     rel = _OPPOSITE[rel] if flipped else rel
     oa, ob = view.objects[a], view.objects[b]
     q = f"is the {_words(Entity(oa.shape, 1, oa.color, oa.texture))} {rel} the {_words(Entity(ob.shape, 1, ob.color, ob.texture))}?"
-    geometry = relation_geometry(q, view) or [[IGNORE] * (1 + len(RELATIONS))] * GRID**2
+    geometry = relation_geometry(q, view) or [[IGNORE] * GEOMETRY_SIZE] * GRID**2
     return ids_of(see_sequence(canonical_codes(objs), q), vocab), answer(q, view), flipped, geometry
 
 
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     vocab, pad = tok.get_vocab(), tok.pad_token_id
     yes_id, no_id, img_id = vocab["yes"], vocab["no"], vocab["<img>"]
     model = WorldLM(world_config("discrete", hidden=HIDDEN, layers=4, heads=4)).train()
-    head = torch.nn.Linear(HIDDEN, 1 + len(RELATIONS))
+    head = torch.nn.Linear(HIDDEN, GEOMETRY_SIZE)
     params = [*model.parameters(), *head.parameters()]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100))

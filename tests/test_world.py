@@ -182,10 +182,10 @@ def test_relation_geometry_says_where_each_object_lies_relative_to_the_subject()
     rel = list(RELATIONS)
     square, circle, triangle = (view.objects.index(o) for o in view.objects)
     cell = {i: o.row * 6 + o.col for i, o in enumerate(view.objects)}
-    assert rows[cell[square]] == [1] + [0] * len(rel)  # the subject itself
-    assert rows[cell[circle]][0] == 0 and rows[cell[circle]][1 + rel.index("to the left of")] == 1
-    assert rows[cell[circle]][1 + rel.index("to the right of")] == 0
-    assert rows[cell[triangle]][1 + rel.index("above")] == 1  # the square is above the triangle
+    assert rows[cell[square]] == [1, 0] + [0] * len(rel)  # the subject itself
+    assert rows[cell[circle]][:2] == [0, 1] and rows[cell[circle]][2 + rel.index("to the left of")] == 1
+    assert rows[cell[circle]][2 + rel.index("to the right of")] == 0
+    assert rows[cell[triangle]][:2] == [0, 0] and rows[cell[triangle]][2 + rel.index("above")] == 1
     assert sum(r[0] == -100 for r in rows) == 36 - 3  # empty cells are ignored
     assert relation_geometry("is there a red circle?", view) is None  # not a relation question
     assert relation_geometry("is the square to the left of the red circle?", view) is not None
@@ -196,7 +196,7 @@ def test_relation_geometry_says_where_each_object_lies_relative_to_the_subject()
 def test_geometry_auxiliary_reaches_the_model():
     """The geometry loss sends gradient into the model's layers (not only into its training-only head)."""
     from silmm.world import train as world_train
-    from silmm.world.grammar import RELATIONS
+    from silmm.world.data import GEOMETRY_SIZE
 
     torch.manual_seed(0)
     model = WorldLM(world_config("discrete", hidden=32, layers=2, heads=2))
@@ -204,7 +204,7 @@ def test_geometry_auxiliary_reaches_the_model():
     examples = [maker.see() for _ in range(16)]
     assert any("geometry" in e for e in examples)
     batch = world_train.collate(examples, model.config.pad_token_id)
-    head = torch.nn.Linear(32, 1 + len(RELATIONS))
+    head = torch.nn.Linear(32, GEOMETRY_SIZE)
     grads = []
     for weight in (0.0, 1.0):
         model.zero_grad()

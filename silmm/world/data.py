@@ -65,10 +65,13 @@ def cell_relevance(question: str, view: SceneView) -> list[int]:
     return flags
 
 
+GEOMETRY_SIZE = 2 + len(RELATIONS)  # values per cell of `relation_geometry`
+
+
 def relation_geometry(question: str, view: SceneView) -> list[list[int]] | None:
     """Auxiliary target for a relation question whose subject phrase names exactly one drawn object `a`: for each
-    lattice cell with an object `k`, [k is `a`, then for every relation r in RELATIONS: r holds between `a` and `k`];
-    IGNORE rows for empty cells. It asks every drawn object how it lies relative to the subject, a dense signal for
+    lattice cell with an object `k`, [k is `a`, k matches the object phrase, then for every relation r in RELATIONS:
+    r holds between `a` and `k`]; IGNORE rows for empty cells. It asks every drawn object how it lies relative to the subject, a dense signal for
     the geometry that the yes/no answer alone did not teach (docs/RESULTS.md). None otherwise (training only)."""
     from silmm.world.questions import read
 
@@ -79,9 +82,10 @@ def relation_geometry(question: str, view: SceneView) -> list[list[int]] | None:
     if len(subject) != 1:
         return None
     (a,) = subject
-    rows = [[IGNORE] * (1 + len(RELATIONS)) for _ in range(GRID * GRID)]
+    rows = [[IGNORE] * GEOMETRY_SIZE for _ in range(GRID * GRID)]
     for k, o in enumerate(view.objects):
-        rows[o.row * GRID + o.col] = [int(k == a), *(int(k != a and holds(r, view, a, k)) for r in RELATIONS)]
+        ends = [int(k == a), int(form[3].matches(o))]
+        rows[o.row * GRID + o.col] = [*ends, *(int(k != a and holds(r, view, a, k)) for r in RELATIONS)]
     return rows
 
 

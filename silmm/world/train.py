@@ -21,8 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from silmm.world.data import IGNORE, RELATION_SHARE, ExampleMaker
-from silmm.world.grammar import RELATIONS
+from silmm.world.data import GEOMETRY_SIZE, IGNORE, RELATION_SHARE, ExampleMaker
 from silmm.world.model import WorldLM, build_tokenizer, code_features, world_config
 from silmm.world.scene import GRID
 
@@ -42,8 +41,8 @@ def collate(examples: list[dict], pad: int) -> dict:
         if "cell_labels" in e:
             cells[i, :n] = torch.tensor(e["cell_labels"])
     batch = {"ids": ids, "labels": labels, "mask": mask, "cells": cells}
-    if any("geometry" in e for e in examples):  # (B, 36, 1 + relations) at the image cells from geometry_start
-        batch["geometry"] = torch.tensor([e.get("geometry", [[IGNORE] * (1 + len(RELATIONS))] * GRID**2) for e in examples])
+    if any("geometry" in e for e in examples):  # (B, 36, GEOMETRY_SIZE) at the image cells from geometry_start
+        batch["geometry"] = torch.tensor([e.get("geometry", [[IGNORE] * GEOMETRY_SIZE] * GRID**2) for e in examples])
         batch["geometry_start"] = torch.tensor([e.get("geometry_start", 0) for e in examples])
     return batch
 
@@ -64,7 +63,7 @@ def lm_loss(model: WorldLM, batch: dict, geometry_head: torch.nn.Linear | None =
         loss = loss + F.binary_cross_entropy_with_logits(cell_logits, cells[sel].float())
     if geometry_head is not None and "geometry" in batch:
         pos = batch["geometry_start"][:, None] + torch.arange(GRID**2, device=hidden.device)  # (B, 36)
-        out = geometry_head(hidden.gather(1, pos[..., None].expand(-1, -1, hidden.shape[-1])))  # (B, 36, 1 + R)
+        out = geometry_head(hidden.gather(1, pos[..., None].expand(-1, -1, hidden.shape[-1])))  # (B, 36, G)
         geo = batch["geometry"]
         sel = geo != IGNORE
         loss = loss + geometry_weight * F.binary_cross_entropy_with_logits(out[sel], geo[sel].float())
@@ -128,8 +127,8 @@ def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: 
         if unexpected:
             raise ValueError(f"--init {init!r} has weights this model does not: {unexpected[:5]}")
     model = model.to(dev).train()
-    # training-only head for the relation geometry auxiliary (not saved): [is the subject, each relation holds]
-    geometry_head = torch.nn.Linear(hidden, 1 + len(RELATIONS)).to(dev) if geometry_weight else None
+    # training-only head for the relation geometry auxiliary (not saved): data.relation_geometry per image cell
+    geometry_head = torch.nn.Linear(hidden, GEOMETRY_SIZE).to(dev) if geometry_weight else None
     params = [*model.parameters(), *(geometry_head.parameters() if geometry_head is not None else [])]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     warm = max(1, steps // 20)
