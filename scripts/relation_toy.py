@@ -1,7 +1,7 @@
 """Can a small world model learn relation geometry from yes/no answers alone? A from-scratch diagnostic.
 
-    python -m scripts.relation_toy --steps 2000 --geometry-weight 0      # the answer only
-    python -m scripts.relation_toy --steps 2000 --geometry-weight 1      # plus data.relation_geometry per cell
+    python -m scripts.relation_toy --steps 3000 --geometry-weight 0 --seed 0     # the answer only
+    python -m scripts.relation_toy --steps 3000 --geometry-weight 1 --seed 0     # plus data.relation_geometry per cell
 
 A fresh WorldLM (hidden 96, 4 layers, 4 heads) sees random scenes and one question each, "is the A REL the B?"
 with REL one of the four 2D relations, both noun phrases naming drawn objects exactly, and REL either true or its
@@ -34,10 +34,11 @@ from silmm.world.data import (
 )
 from silmm.world.grammar import Entity
 from silmm.world.layout import random_scene
-from silmm.world.model import WorldLM, build_tokenizer, world_config
+from silmm.world.model import WorldLM, _left_pad, build_tokenizer, world_config
 from silmm.world.oracle import SceneView, holds
 from silmm.world.questions import _words, answer
 from silmm.world.scene import GRID
+from silmm.world.train import geometry_loss
 
 PLANAR = ("to the left of", "to the right of", "above", "below")
 HIDDEN = 96
@@ -68,11 +69,7 @@ def batch(rng: random.Random, vocab: dict[str, int], pad: int, n: int):
         e = example(rng, vocab)
         if e is not None:
             rows.append(e)
-    width = max(len(r[0]) for r in rows)
-    ids = torch.full((n, width), pad)
-    mask = torch.zeros(n, width, dtype=torch.long)
-    for k, (seq, *_) in enumerate(rows):  # left padded: the answer is read at the last position
-        ids[k, width - len(seq) :], mask[k, width - len(seq) :] = torch.tensor(seq), 1
+    ids, mask, _ = _left_pad([r[0] for r in rows], pad)  # the answer is read at the last position
     yes = torch.tensor([int(r[1]) for r in rows])
     flipped = torch.tensor([r[2] for r in rows])
     geometry = torch.tensor([r[3] for r in rows])  # (n, 36, 1 + relations)
@@ -122,10 +119,8 @@ def main(argv: list[str] | None = None) -> None:
         out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
         loss = F.cross_entropy(out.logits[:, -1][:, [no_id, yes_id]], yes)
         if args.geometry_weight:
-            pos = (ids == img_id).long().argmax(1)[:, None] + 1 + torch.arange(GRID**2)  # (B, 36) image cells
-            cells = head(out.hidden_states[-1].gather(1, pos[..., None].expand(-1, -1, HIDDEN)))
-            sel = geometry != IGNORE
-            loss = loss + args.geometry_weight * F.binary_cross_entropy_with_logits(cells[sel], geometry[sel].float())
+            start = (ids == img_id).long().argmax(1) + 1  # (B,) the first image cell
+            loss = loss + args.geometry_weight * geometry_loss(head, out.hidden_states[-1], start, geometry)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

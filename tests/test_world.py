@@ -180,12 +180,11 @@ def test_relation_geometry_says_where_each_object_lies_relative_to_the_subject()
     view = SceneView.from_objs([Obj(2, 0, "square", "blue"), Obj(2, 3, "circle", "red"), Obj(5, 0, "triangle", "green")])
     rows = relation_geometry("is the blue square to the left of the red circle?", view)
     rel = list(RELATIONS)
-    square, circle, triangle = (view.objects.index(o) for o in view.objects)
-    cell = {i: o.row * 6 + o.col for i, o in enumerate(view.objects)}
-    assert rows[cell[square]] == [1, 0] + [0] * len(rel)  # the subject itself
-    assert rows[cell[circle]][:2] == [0, 1] and rows[cell[circle]][2 + rel.index("to the left of")] == 1
-    assert rows[cell[circle]][2 + rel.index("to the right of")] == 0
-    assert rows[cell[triangle]][:2] == [0, 0] and rows[cell[triangle]][2 + rel.index("above")] == 1
+    cell = {o.shape: o.row * 6 + o.col for o in view.objects}
+    assert rows[cell["square"]] == [1, 0] + [0] * len(rel)  # the subject itself
+    assert rows[cell["circle"]][:2] == [0, 1] and rows[cell["circle"]][2 + rel.index("to the left of")] == 1
+    assert rows[cell["circle"]][2 + rel.index("to the right of")] == 0
+    assert rows[cell["triangle"]][:2] == [0, 0] and rows[cell["triangle"]][2 + rel.index("above")] == 1
     assert sum(r[0] == -100 for r in rows) == 36 - 3  # empty cells are ignored
     assert relation_geometry("is there a red circle?", view) is None  # not a relation question
     assert relation_geometry("is the square to the left of the red circle?", view) is not None

@@ -62,14 +62,19 @@ def lm_loss(model: WorldLM, batch: dict, geometry_head: torch.nn.Linear | None =
         cell_logits = model.cell_head(hidden[sel]).squeeze(-1)
         loss = loss + F.binary_cross_entropy_with_logits(cell_logits, cells[sel].float())
     if geometry_head is not None and "geometry" in batch:
-        pos = batch["geometry_start"][:, None] + torch.arange(GRID**2, device=hidden.device)  # (B, 36)
-        out = geometry_head(hidden.gather(1, pos[..., None].expand(-1, -1, hidden.shape[-1])))  # (B, 36, G)
-        geo = batch["geometry"]
-        sel = geo != IGNORE
-        loss = loss + geometry_weight * F.binary_cross_entropy_with_logits(out[sel], geo[sel].float())
+        loss = loss + geometry_weight * geometry_loss(geometry_head, hidden, batch["geometry_start"], batch["geometry"])
     sel = target != IGNORE
     acc = (logits.argmax(-1)[sel] == target[sel]).float().mean()
     return loss, acc
+
+
+def geometry_loss(head: torch.nn.Linear, hidden: torch.Tensor, start: torch.Tensor, geometry: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of `head` read at the 36 image cells from `start` (B,) of `hidden` (B, T, H) against
+    `data.relation_geometry` rows `geometry` (B, 36, GEOMETRY_SIZE); IGNORE entries are skipped."""
+    pos = start[:, None] + torch.arange(GRID**2, device=hidden.device)  # (B, 36)
+    out = head(hidden.gather(1, pos[..., None].expand(-1, -1, hidden.shape[-1])))  # (B, 36, GEOMETRY_SIZE)
+    sel = geometry != IGNORE
+    return F.binary_cross_entropy_with_logits(out[sel], geometry[sel].float())
 
 
 class BatchStream(torch.utils.data.IterableDataset):
