@@ -6,8 +6,8 @@
 MODEL is world-discrete, world-continuous or a model folder. `relations` renders 300 relation prompts exactly as
 written and asks each prompt's relation and its opposite ("... to the left of ..." vs "... to the right of ...");
 a judge that reads the geometry says yes to the first and no to the second. `candidates` draws each held-out prompt
-once plainly (the evaluation's drawing) and N = 8 times with the shipped config's diversity (configs/world-KIND.yaml:
-nucleus top-p 0.95 for discrete, DropDiv p 0.5 on 6 layers for continuous), and reports per category the oracle's strict rate of the plain drawing, of the
+once plainly (the evaluation's drawing) and N times with the shipped config's N and diversity (configs/world-KIND.yaml:
+N = 16 and nucleus top-p 0.95 for discrete, N = 8 and DropDiv p 0.5 on 6 layers for continuous), and reports per category the oracle's strict rate of the plain drawing, of the
 average candidate, of the best candidate (best-of-N) and of the candidate the model's own judge ranks first.
 Fixed seeds; one torch thread.
 """
@@ -61,9 +61,10 @@ def relations(adapter, n: int = 300) -> None:
         print(f"{kind} | {truth} | {len(v)} | {sum(v) / len(v):.3f}")
 
 
-def candidates(adapter, n: int = 8) -> None:
+def candidates(adapter) -> None:
     plain_div = DEFAULT_DIVERSITY[adapter.kind]
-    loop_div = diversity_from(load_config(CONFIGS / f"world-{adapter.kind}.yaml").sampling)
+    sampling = load_config(CONFIGS / f"world-{adapter.kind}.yaml").sampling
+    n, loop_div = sampling.n, diversity_from(sampling)
     stats: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for i, prompt in enumerate(read_prompts(SPLITS["heldout"])):
         spec = parse_prompt(prompt)
