@@ -10,6 +10,7 @@ import torch
 from silmm.adapters.base import Diversity
 from silmm.adapters.world import WorldAdapter
 from silmm.world.data import (
+    IGNORE,
     ExampleMaker,
     canonical_codes,
     counterfactual,
@@ -185,7 +186,7 @@ def test_relation_geometry_says_where_each_object_lies_relative_to_the_subject()
     assert rows[cell["circle"]][:2] == [0, 1] and rows[cell["circle"]][2 + rel.index("to the left of")] == 1
     assert rows[cell["circle"]][2 + rel.index("to the right of")] == 0
     assert rows[cell["triangle"]][:2] == [0, 0] and rows[cell["triangle"]][2 + rel.index("above")] == 1
-    assert sum(r[0] == -100 for r in rows) == 36 - 3  # empty cells are ignored
+    assert sum(r[0] == IGNORE for r in rows) == 36 - 3  # empty cells are ignored
     assert relation_geometry("is there a red circle?", view) is None  # not a relation question
     assert relation_geometry("is the square to the left of the red circle?", view) is not None
     two = SceneView.from_objs([Obj(2, 0, "square", "blue"), Obj(2, 3, "square", "blue")])

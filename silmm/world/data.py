@@ -71,8 +71,9 @@ GEOMETRY_SIZE = 2 + len(RELATIONS)  # values per cell of `relation_geometry`
 def relation_geometry(question: str, view: SceneView) -> list[list[int]] | None:
     """Auxiliary target for a relation question whose subject phrase names exactly one drawn object `a`: for each
     lattice cell with an object `k`, [k is `a`, k matches the object phrase, then for every relation r in RELATIONS:
-    r holds between `a` and `k`]; IGNORE rows for empty cells. It asks every drawn object how it lies relative to the subject, a dense signal for
-    the geometry that the yes/no answer alone did not teach (docs/RESULTS.md). None otherwise (training only)."""
+    r holds between `a` and `k`]; IGNORE rows for empty cells. It asks every drawn object how it lies relative to the
+    subject, a dense signal for the geometry that the yes/no answer alone did not teach (docs/RESULTS.md). None
+    otherwise (training only)."""
     from silmm.world.questions import read
 
     _, form = read(question)
