@@ -1,32 +1,43 @@
-"""Two diagnostics of a world model, behind numbers in docs/RESULTS.md.
+"""Four diagnostics of a world model or a loop run, behind numbers in docs/RESULTS.md.
 
     python -m scripts.world_probe relations MODEL        # the judge on clean renders: true vs flipped relations
     python -m scripts.world_probe candidates MODEL       # plain drawing vs its N diverse candidates, held-out split
+    python -m scripts.world_probe pairs RUN_ITER_DIR     # a loop iteration's pairs, checked by the oracle
+    python -m scripts.world_probe iterations RUN_DIR     # each iteration's model, scored by its own judge
 
 MODEL is world-discrete, world-continuous or a model folder. `relations` renders 300 relation prompts exactly as
 written and asks each prompt's relation and its opposite ("... to the left of ..." vs "... to the right of ...");
 a judge that reads the geometry says yes to the first and no to the second. `candidates` draws each held-out prompt
 once plainly (the evaluation's drawing) and N times with the shipped config's N and diversity (configs/world-KIND.yaml:
-N = 16 and nucleus top-p 0.95 for discrete, N = 8 and DropDiv p 0.5 on 6 layers for continuous), and reports per category the oracle's strict rate of the plain drawing, of the
+N = 16 and nucleus top-p 0.95 for discrete, N = 16 and DropDiv p 0.5 on 6 layers for continuous), and reports per category the oracle's strict rate of the plain drawing, of the
 average candidate, of the best candidate (best-of-N) and of the candidate the model's own judge ranks first.
-Fixed seeds; one torch thread.
+`pairs` reads runs/NAME/iter_K/{pairs,candidates}.jsonl and the candidate PNGs, and counts per category the pairs
+whose chosen image is strictly right and rejected one wrong (the oracle agrees with the judge), the reverse, both
+right, both wrong, and prompts outside the world's grammar. `iterations` asks whether the model's own judgement could
+tell its iterations apart without labels: the base model and each iteration's model (runs/NAME/iter_K/adapter, with
+the earlier ones merged) draw iteration 1's self-written prompts once plainly; each drawing is scored with those
+prompts' self-written questions, s = mean[p(yes) - p(no)], by the base model and by the drawing model, and the
+oracle's strict rate on the same drawings is printed beside them. Fixed seeds; one torch thread.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 import torch
+from PIL import Image
 
+from silmm import feedback
 from silmm.adapters import load_adapter
 from silmm.config import load_config
 from silmm.sampling import diversity_from
 from silmm.world.data import _OPPOSITE
 from silmm.world.evaluate import DEFAULT_DIVERSITY, SPLITS, read_prompts
-from silmm.world.grammar import classify, parse_prompt
+from silmm.world.grammar import ParseError, classify, parse_prompt
 from silmm.world.layout import random_layout
 from silmm.world.oracle import SceneView, verdict
 from silmm.world.questions import _words, decompose
@@ -86,10 +97,61 @@ def candidates(adapter) -> None:
         print(f"{cat} | " + " | ".join(f"{sum(st[k]) / len(st[k]):.3f}" for k in keys))
 
 
+def pairs(iter_dir: Path) -> None:
+    rows = [json.loads(line) for line in (iter_dir / "candidates.jsonl").open()]
+    image = {(r["prompt"], r["seed"]): iter_dir / r["image"] for r in rows}
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for pair in map(json.loads, (iter_dir / "pairs.jsonl").open()):
+        try:
+            spec = parse_prompt(pair["prompt"])
+        except ParseError:
+            counts["(outside the grammar)"]["pairs"] += 1
+            continue
+        right = []
+        for seed in (pair["chosen_seed"], pair["rejected_seed"]):
+            with Image.open(image[pair["prompt"], seed]) as im:
+                right.append(verdict(spec, SceneView.from_image(im.convert("RGB"))).strict)
+        kind = {(True, False): "chosen right", (False, True): "reverse", (True, True): "both right"}.get(tuple(right), "both wrong")  # fmt: skip
+        counts[classify(spec)][kind] += 1
+        counts[classify(spec)]["pairs"] += 1
+    keys = ["pairs", "chosen right", "reverse", "both right", "both wrong"]
+    print("category | " + " | ".join(keys))
+    for cat, c in sorted(counts.items()):
+        print(f"{cat} | " + " | ".join(str(c[k]) for k in keys))
+
+
+def iterations(run: Path) -> None:
+    rows = [r for r in map(json.loads, (run / "iter_1" / "prompts.jsonl").open()) if r["kept"]]
+    prompts, questions = [r["prompt"] for r in rows], [r["questions"] for r in rows]
+    model = load_config(run / "config.yaml").model.name
+    base = load_adapter(model)
+    iters = sorted(int(d.name[5:]) for d in run.glob("iter_*") if (d / "adapter").is_dir())
+    print(f"{run.name} ({model}, the {len(prompts)} self-written prompts of iteration 1)")
+    print("iteration | base judge | own judge | oracle strict")
+    for k in [0, *iters]:
+        drawer = base if k == 0 else load_adapter(model, adapter_dir=str(run / f"iter_{k}" / "adapter"))
+        drawn = drawer.sample(prompts, [7 + i for i in range(len(prompts))], DEFAULT_DIVERSITY[drawer.kind])
+        images = [s.image for s in drawn]
+        scores = []
+        for judge in (base, drawer):
+            yes, no = feedback.answer_all(judge, images, questions, batch_size=64, progress=False)
+            scores.append(sum(feedback.score(y, n, rule="prob_diff") for y, n in zip(yes, no)) / len(images))
+        strict = []
+        for prompt, im in zip(prompts, images):
+            try:
+                strict.append(verdict(parse_prompt(prompt), SceneView.from_image(im)).strict)
+            except ParseError:
+                continue
+        print(f"{k} | {scores[0]:.4f} | {scores[1]:.4f} | {sum(strict) / len(strict):.4f}")
+
+
 def main(argv: list[str]) -> None:
-    if len(argv) != 2 or argv[0] not in ("relations", "candidates"):
+    commands = ("relations", "candidates", "pairs", "iterations")
+    if len(argv) != 2 or argv[0] not in commands:
         raise SystemExit(__doc__)
     torch.set_num_threads(1)
+    if argv[0] in ("pairs", "iterations"):
+        return (pairs if argv[0] == "pairs" else iterations)(Path(argv[1]))
     adapter = load_adapter(argv[1])
     (relations if argv[0] == "relations" else candidates)(adapter)
 

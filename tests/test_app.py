@@ -267,11 +267,15 @@ def test_named_api_endpoints_through_gradio_client(demo, model):
 
 @pytest.mark.slow
 def test_twenty_concurrent_clients_while_a_job_trains(demo, model):
-    """20 clients call /generate at once while a tiny training job runs: all answer, the job finishes intact."""
+    """20 clients call /generate at once while a tiny training job runs: all answer, the job finishes intact.
+
+    One /generate call first loads the model into the app (20 s on a busy machine, longer than the whole job), and
+    the job runs 3 iterations, so that it is still training while the 20 requests are answered."""
     demo, backend = demo
     url, client = launch(demo)
     try:
-        client.predict(*form("load", model), api_name="/start_run")
+        client.predict(model, "a red circle", 2, 0, "nucleus", "prob_diff", "gt", api_name="/generate")
+        client.predict(*form("load", model, iterations=3), api_name="/start_run")
         results, errors, job_states = [], [], []
 
         def one(i: int) -> None:
@@ -292,10 +296,10 @@ def test_twenty_concurrent_clients_while_a_job_trains(demo, model):
         assert not errors and results == [2] * 20, errors
         assert time.time() - t0 < 120
         assert "running" in job_states  # requests were answered while the job trained
-        job = backend.jobs.wait(backend.jobs.latest("load").id, 120)
+        job = backend.jobs.wait(backend.jobs.latest("load").id, 300)
         assert job.state == "done" and job.returncode == 0
         summary = read_json(backend.runs_dir / "load" / "summary.json")
-        assert [m["iteration"] for m in summary] == [0, 1] and "stopped" not in summary[1]
+        assert [m["iteration"] for m in summary] == [0, 1, 2, 3] and not any("stopped" in m for m in summary)
         reference = (
             backend.runs_dir / "tiny" / "iter_1" / "candidates.jsonl"
         )  # same config, trained without load
