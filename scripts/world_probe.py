@@ -22,7 +22,6 @@ oracle's strict rate on the same drawings is printed beside them. Fixed seeds; o
 
 from __future__ import annotations
 
-import json
 import random
 import sys
 from collections import defaultdict
@@ -31,7 +30,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from silmm import feedback
+from silmm import feedback, runio
 from silmm.adapters import load_adapter
 from silmm.config import load_config
 from silmm.sampling import diversity_from
@@ -39,7 +38,7 @@ from silmm.world.data import _OPPOSITE
 from silmm.world.evaluate import DEFAULT_DIVERSITY, SPLITS, read_prompts
 from silmm.world.grammar import ParseError, classify, parse_prompt
 from silmm.world.layout import random_layout
-from silmm.world.oracle import SceneView, verdict
+from silmm.world.oracle import SceneView, judge_prompt, verdict
 from silmm.world.questions import _words, decompose
 from silmm.world.scene import render
 from silmm.world.writer import sample_prompt
@@ -98,10 +97,9 @@ def candidates(adapter) -> None:
 
 
 def pairs(iter_dir: Path) -> None:
-    rows = [json.loads(line) for line in (iter_dir / "candidates.jsonl").open()]
-    image = {(r["prompt"], r["seed"]): iter_dir / r["image"] for r in rows}
+    image = {(r["prompt"], r["seed"]): iter_dir / r["image"] for r in runio.read_jsonl(iter_dir / "candidates.jsonl")}
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for pair in map(json.loads, (iter_dir / "pairs.jsonl").open()):
+    for pair in runio.read_jsonl(iter_dir / "pairs.jsonl"):
         try:
             spec = parse_prompt(pair["prompt"])
         except ParseError:
@@ -112,8 +110,9 @@ def pairs(iter_dir: Path) -> None:
             with Image.open(image[pair["prompt"], seed]) as im:
                 right.append(verdict(spec, SceneView.from_image(im.convert("RGB"))).strict)
         kind = {(True, False): "chosen right", (False, True): "reverse", (True, True): "both right"}.get(tuple(right), "both wrong")  # fmt: skip
-        counts[classify(spec)][kind] += 1
-        counts[classify(spec)]["pairs"] += 1
+        category = counts[classify(spec)]
+        category[kind] += 1
+        category["pairs"] += 1
     keys = ["pairs", "chosen right", "reverse", "both right", "both wrong"]
     print("category | " + " | ".join(keys))
     for cat, c in sorted(counts.items()):
@@ -121,7 +120,7 @@ def pairs(iter_dir: Path) -> None:
 
 
 def iterations(run: Path) -> None:
-    rows = [r for r in map(json.loads, (run / "iter_1" / "prompts.jsonl").open()) if r["kept"]]
+    rows = [r for r in runio.read_jsonl(run / "iter_1" / "prompts.jsonl") if r["kept"]]
     prompts, questions = [r["prompt"] for r in rows], [r["questions"] for r in rows]
     model = load_config(run / "config.yaml").model.name
     base = load_adapter(model)
@@ -139,21 +138,20 @@ def iterations(run: Path) -> None:
         strict = []
         for prompt, im in zip(prompts, images):
             try:
-                strict.append(verdict(parse_prompt(prompt), SceneView.from_image(im)).strict)
+                strict.append(judge_prompt(prompt, im).strict)
             except ParseError:
                 continue
         print(f"{k} | {scores[0]:.4f} | {scores[1]:.4f} | {sum(strict) / len(strict):.4f}")
 
 
 def main(argv: list[str]) -> None:
-    commands = ("relations", "candidates", "pairs", "iterations")
-    if len(argv) != 2 or argv[0] not in commands:
+    on_model, on_run = {"relations": relations, "candidates": candidates}, {"pairs": pairs, "iterations": iterations}
+    if len(argv) != 2 or argv[0] not in on_model | on_run:
         raise SystemExit(__doc__)
     torch.set_num_threads(1)
-    if argv[0] in ("pairs", "iterations"):
-        return (pairs if argv[0] == "pairs" else iterations)(Path(argv[1]))
-    adapter = load_adapter(argv[1])
-    (relations if argv[0] == "relations" else candidates)(adapter)
+    if argv[0] in on_run:
+        return on_run[argv[0]](Path(argv[1]))
+    on_model[argv[0]](load_adapter(argv[1]))
 
 
 if __name__ == "__main__":
