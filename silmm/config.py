@@ -160,10 +160,13 @@ class FeedbackConfig:
 class PairsConfig:
     per_prompt: int = 1  # k: top-k x bottom-k pairs per prompt; 1 = best vs worst [ours]
     min_gap: float = 0.1  # skip pairs with s_chosen - s_rejected below this [ours]
+    replay: int = 0  # NOT in the paper: also train on the pairs of the previous `replay` iterations
 
     def __post_init__(self):
         if self.per_prompt < 1:
             _fail("pairs.per_prompt", self.per_prompt, "must be >= 1")
+        if self.replay < 0:
+            _fail("pairs.replay", self.replay, "must be >= 0 (0 = only this iteration's pairs, the paper)")
         if not 0.0 <= self.min_gap <= 2.0:
             _fail("pairs.min_gap", self.min_gap, "scores lie in [-1, 1], so the gap must lie in [0, 2]")
 

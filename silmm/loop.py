@@ -107,6 +107,29 @@ def measure_candidates(measure: Any, candidates: list[feedback.Candidate], image
     }
 
 
+def replayed_pairs(
+    layout: runio.RunLayout, it: int, replay: int, first_index: int
+) -> tuple[list[pairs.PreferencePair], dict[str, Any]]:
+    """NOT in the paper (`pairs.replay`): the pairs of iterations it-replay .. it-1, with their candidates' tensors.
+
+    Their candidates are renumbered from `first_index` on (chosen, rejected, chosen, ...), so they can join this
+    iteration's pairs and tensors in one `train.PairData`. Every process reads the same finished files.
+    """
+    found: list[pairs.PreferencePair] = []
+    tensors: dict[str, Any] = {}
+    for j in range(max(1, it - replay), it):
+        source = runio.load_tensors(layout.sample_tensors(j))
+        for row in runio.read_jsonl(layout.pairs(j)):
+            pair = pairs.PreferencePair(**row)
+            chosen, rejected = first_index + 2 * len(found), first_index + 2 * len(found) + 1
+            for new, old in ((chosen, pair.chosen), (rejected, pair.rejected)):
+                for k in ("ids", "feats"):
+                    if f"{old}.{k}" in source:
+                        tensors[f"{new}.{k}"] = source[f"{old}.{k}"]
+            found.append(dataclasses.replace(pair, chosen=chosen, rejected=rejected))
+    return found, tensors
+
+
 def _reapply(adapter: Adapter, path: Path) -> None:
     adapter.load_adapter(str(path))
     adapter.merge_adapter()
@@ -244,15 +267,20 @@ def run_iteration(
         "judge": cfg.feedback.judge or "self",
     }
 
-    # 5. preference update: best-vs-worst pairs (reference outputs cached now), LoRA DPO / KC-DPO, merge
+    # 5. preference update: best-vs-worst pairs (reference outputs cached now), LoRA DPO / KC-DPO, merge.
+    #    With `pairs.replay`, earlier iterations' pairs join them; the reference is this iteration's model.
+    replayed, replay_tensors = replayed_pairs(
+        layout, it, cfg.pairs.replay, first_index=1 + max(r["index"] for r in sample_rows)
+    )
     if _todo(procs, layout.pairs(it)):
 
         def build_pairs() -> list[pairs.PreferencePair]:
             found = pairs.make_pairs(candidates, per_prompt=cfg.pairs.per_prompt, min_gap=cfg.pairs.min_gap)
             if found:
                 refs = pairs.reference_outputs(
-                    adapter, found, tensors, batch_size=cfg.train.batch_size, progress=progress
-                )
+                    adapter, found + replayed, tensors | replay_tensors,
+                    batch_size=cfg.train.batch_size, progress=progress,
+                )  # fmt: skip
                 runio.save_tensors(layout.pair_tensors(it), refs)
             return found
 
@@ -263,10 +291,14 @@ def run_iteration(
         procs.wait()
     pair_list = [pairs.PreferencePair(**r) for r in runio.read_jsonl(layout.pairs(it))]
     metrics["pairs"] = len(pair_list)
+    if cfg.pairs.replay:
+        metrics["pairs_replayed"] = len(replayed)
     if not pair_list:
         return metrics | {"stopped": f"no pairs (no prompt had candidates with a score gap > 0 and >= pairs.min_gap={cfg.pairs.min_gap})", "seconds": timings}  # fmt: skip
     if _todo(procs, layout.adapter(it)):
-        data = train.PairData(pair_list, tensors, runio.load_tensors(layout.pair_tensors(it)))
+        data = train.PairData(
+            pair_list + replayed, tensors | replay_tensors, runio.load_tensors(layout.pair_tensors(it))
+        )
         train_metrics = _timed(
             timings,
             "train",

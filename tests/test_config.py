@@ -53,6 +53,7 @@ def test_yaml_then_overrides_take_precedence(tmp_path):
         ("sampling.n=eight", r"sampling.n='eight' .*must be of type int"),
         ("feedback.renormalize=maybe", r"feedback.renormalize='maybe' .*true or false"),
         ("pairs.min_gap=3", r"pairs.min_gap=3.0"),
+        ("pairs.replay=-1", r"pairs.replay=-1 .*must be >= 0"),
         ("questions.whole_template=hello", r"must contain '\{prompt\}'"),
         ("prompts.file_mode=replace", r"'replace' needs prompts.file"),
         ("train.reference=frozen_copy", r"\['cached', 'adapter_off'\]"),

@@ -42,3 +42,27 @@ def test_answer_all_batches_match_one_by_one():
     p_yes, p_no = adapter.answer_yes_no([images[2]], ["is there white ?"])
     torch.testing.assert_close(torch.tensor(yes[2]), p_yes)
     assert all(0 < y + n <= 1 for ys, ns in zip(yes, no) for y, n in zip(ys, ns))
+
+
+def test_answer_all_asks_each_question_about_the_same_pixels_once():
+    adapter = TinyAdapter("discrete")
+    asked = []
+
+    class Counting:
+        def answer_yes_no(self, images, questions):
+            asked.extend(zip((im.tobytes() for im in images), questions, strict=True))
+            return adapter.answer_yes_no(images, questions)
+
+    a, b = render([0, 1, 2, 3]), render([4, 4, 5, 5])
+    images = [a, b, render([0, 1, 2, 3]), a]  # the third is a new image object with a's pixels
+    questions = [
+        ["is there red ?", "is there blue ?"],
+        ["is there red ?"],
+        ["is there blue ?", "is there red ?"],
+        [],
+    ]
+    yes, no = answer_all(Counting(), images, questions, batch_size=2)
+    assert len(asked) == len(set(asked)) == 3  # (a, red), (a, blue), (b, red)
+    assert (yes[2], no[2]) == ([yes[0][1], yes[0][0]], [no[0][1], no[0][0]]) and yes[3] == []
+    p_yes, _ = adapter.answer_yes_no([b], ["is there red ?"])
+    torch.testing.assert_close(torch.tensor(yes[1]), p_yes)

@@ -91,6 +91,28 @@ def test_iteration_without_pairs_stops_cleanly(tmp_path):
     )
 
 
+@pytest.mark.parametrize("kind", ["discrete", "continuous"])
+def test_replay_trains_on_earlier_pairs_with_their_own_candidates(kind, tmp_path):
+    cfg = load_config(None, overrides(kind, tmp_path, extra=("pairs.replay=1",)))
+    summary = loop.run(cfg, TinyAdapter(kind), log=lambda s: None)
+    root = tmp_path / "run"
+    first, second = (read_jsonl(root / f"iter_{it}" / "pairs.jsonl") for it in (1, 2))
+    assert summary[1]["pairs_replayed"] == 0 and summary[1]["train"]["pairs"] == len(first)
+    assert summary[2]["pairs_replayed"] == len(first)
+    assert summary[2]["train"]["pairs"] == len(second) + len(first)
+    replayed, tensors = loop.replayed_pairs(loop.runio.RunLayout(root), 2, 1, first_index=1000)
+    assert [(p.prompt, p.chosen_seed, p.rejected_seed) for p in replayed] == [
+        (p["prompt"], p["chosen_seed"], p["rejected_seed"]) for p in first
+    ]
+    source = loop.runio.load_tensors(root / "iter_1" / "samples.safetensors")
+    key = "ids" if kind == "discrete" else "feats"
+    for pair, row in zip(replayed, first, strict=True):  # each renumbered candidate carries its own tensor
+        assert tensors[f"{pair.chosen}.{key}"].equal(source[f"{row['chosen']}.{key}"])
+        assert tensors[f"{pair.rejected}.{key}"].equal(source[f"{row['rejected']}.{key}"])
+    refs = loop.runio.load_tensors(root / "iter_2" / "pairs.safetensors")
+    assert len(next(iter(refs.values()))) == len(second) + len(first)
+
+
 def test_question_modes_whole_and_gt(tmp_path):
     cfg = load_config(
         None, overrides("discrete", tmp_path, extra=("questions.mode=whole", "run.iterations=1"))

@@ -356,3 +356,14 @@ def test_heldout_images_reaches_the_world_measure():
     cfg = load_config(Path(__file__).parents[1] / "configs" / "world-discrete.yaml", ["run.heldout_images=8"])
     _, measure, _ = load_model(cfg)
     assert measure.images_per_prompt == 8
+
+
+def test_measure_parses_the_same_pixels_once():
+    from silmm.world import measure
+
+    image = render(canonical_layout(parse_prompt("a red circle to the left of a blue square")))
+    copy = image.copy()
+    measure._view_of_pixels.cache_clear()
+    views = [measure.scene_view(image), measure.scene_view(copy)]
+    assert views[0] is views[1] and measure._view_of_pixels.cache_info().hits == 1
+    assert views[0] == SceneView.from_image(image)

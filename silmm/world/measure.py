@@ -8,6 +8,7 @@ candidates by the share of the prompt's ground-truth questions that hold, with s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from PIL import Image
 
@@ -15,6 +16,17 @@ from silmm.world.evaluate import default_prompts, evaluate, read_prompts
 from silmm.world.grammar import ParseError, parse_prompt
 from silmm.world.oracle import SceneView, verdict
 from silmm.world.questions import answer, decompose, question_type
+
+
+@lru_cache(maxsize=4096)
+def _view_of_pixels(size: tuple[int, int], data: bytes) -> SceneView:
+    return SceneView.from_image(Image.frombytes("RGB", size, data))
+
+
+def scene_view(image: Image.Image) -> SceneView:
+    """The oracle's parse, cached by pixels: DropDiv candidates of one prompt are often the same image."""
+    rgb = image.convert("RGB")
+    return _view_of_pixels(rgb.size, rgb.tobytes())
 
 
 @dataclass
@@ -30,7 +42,7 @@ class WorldMeasure:
         return res
 
     def oracle_answers(self, image: Image.Image, questions: list[str]) -> list[bool | None]:
-        view = SceneView.from_image(image)
+        view = scene_view(image)
         out: list[bool | None] = []
         for q in questions:
             try:
@@ -41,7 +53,7 @@ class WorldMeasure:
 
     def oracle_score(self, prompt: str, image: Image.Image) -> float:
         spec = parse_prompt(prompt)
-        view = SceneView.from_image(image)
+        view = scene_view(image)
         qs = decompose(spec)
         share = sum(answer(q.text, view) for q in qs) / len(qs)
         return share + float(verdict(spec, view).strict)
