@@ -8,8 +8,8 @@
 MODEL is world-discrete, world-continuous or a model folder. `relations` renders 300 relation prompts exactly as
 written and asks each prompt's relation and its opposite ("... to the left of ..." vs "... to the right of ...");
 a judge that reads the geometry says yes to the first and no to the second. `candidates` draws each held-out prompt
-once plainly (the evaluation's drawing) and N times with the shipped config's N and diversity (configs/world-KIND.yaml:
-N = 16 and nucleus top-p 0.95 for discrete, N = 16 and DropDiv p 0.3 on 6 layers for continuous), and reports per category the oracle's strict rate of the plain drawing, of the
+once plainly (the evaluation's drawing) and N times with the shipped config's N and diversity (read from
+configs/world-KIND.yaml), and reports per category the oracle's strict rate of the plain drawing, of the
 average candidate, of the best candidate (best-of-N) and of the candidate the model's own judge ranks first.
 `pairs` reads runs/NAME/iter_K/{pairs,candidates}.jsonl and the candidate PNGs, and counts per category the pairs
 whose chosen image is strictly right and rejected one wrong (the oracle agrees with the judge), the reverse, both
