@@ -24,7 +24,7 @@ from silmm.world.grammar import (
 )
 from silmm.world.layout import MIN_BACK_VISIBLE, _visible_share, canonical_layout, random_layout, random_scene
 from silmm.world.oracle import SceneView, holds
-from silmm.world.questions import _article, _count_q, _words, answer, decompose
+from silmm.world.questions import _article, _count_q, _relation_q, _words, answer, decompose
 from silmm.world.scene import COLORS, GRID, SHAPES, SIZES, TEXTURES, Obj, draw_order, overlaps
 from silmm.world.tokenizer import objs_to_codes
 from silmm.world.writer import sample_prompt
@@ -214,7 +214,7 @@ def probe_questions(view: SceneView, rng: random.Random, n: int) -> list[str]:
             rels = [r for r in RELATIONS if holds(r, view, a, b)] if rng.random() < 0.5 else list(RELATIONS)
             rel = rng.choice(rels or list(RELATIONS))
             ea, eb = (Entity(objs[x].shape, 1, objs[x].color if rng.random() < 0.7 else None) for x in (a, b))
-            out.append(f"is the {_words(ea)} {rel} the {_words(eb)}?")
+            out.append(_relation_q(ea, rel, eb))
     return out
 
 
@@ -245,7 +245,7 @@ def relation_question(view: SceneView, rng: random.Random) -> str | None:
             eb = replace(eb, shape=rng.choice([s for s in SHAPES if s != eb.shape]))
         else:
             ea = replace(ea, texture=rng.choice([t for t in TEXTURES if t != objs[a].texture]))
-    return f"is the {_words(ea)} {rel} the {_words(eb)}?"
+    return _relation_q(ea, rel, eb)
 
 
 RELATION_SHARE = 0.25  # share of VQA examples that ask a `relation_question`

@@ -47,6 +47,10 @@ def _there_is(words: str) -> str:
     return f"is there {_article(words)} {words}?"
 
 
+def _relation_q(a: Entity, relation: str, b: Entity) -> str:
+    return f"is the {_words(a)} {relation} the {_words(b)}?"
+
+
 def _count_q(words_singular: str, words_plural: str, n: int) -> str:
     return (
         f"is there exactly one {words_singular}?"
@@ -78,11 +82,7 @@ def decompose(prompt: str | Spec) -> list[Question]:
             add(_count_q(_words(e), _words(e, plural=True), e.count), "count", (root,))
     for r in spec.relations:
         a, b = spec.entities[r.subject], spec.entities[r.object]
-        add(
-            f"is the {_words(a)} {r.relation} the {_words(b)}?",
-            "relation",
-            (roots[r.subject], roots[r.object]),
-        )
+        add(_relation_q(a, r.relation, b), "relation", (roots[r.subject], roots[r.object]))
     add(_count_q("object", "objects", spec.n_objects), "count")
     return out
 
