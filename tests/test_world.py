@@ -1,5 +1,6 @@
 """The built-in world: grammar, renderer + tokenizer round trip, oracle, question decomposition, world adapters."""
 
+import json
 import random
 from pathlib import Path
 
@@ -367,3 +368,22 @@ def test_measure_parses_the_same_pixels_once():
     views = [measure.scene_view(image), measure.scene_view(copy)]
     assert views[0] is views[1] and measure._view_of_pixels.cache_info().hits == 1
     assert views[0] == SceneView.from_image(image)
+
+
+def test_paired_change_hand_worked(tmp_path):
+    from scripts.paired_change import paired_change
+
+    def write(name, rows, seeds=(0, 1)):
+        (tmp_path / name).mkdir()
+        lines = [json.dumps({"prompt": p, "category": c, "strict": s, "seeds": list(seeds)}) for p, c, s in rows]
+        (tmp_path / name / "per_prompt.jsonl").write_text("\n".join(lines) + "\n")
+
+    write("base", [("a", "color", [False, False]), ("b", "color", [True, False]), ("c", "shape", [True, True])])
+    write("new", [("a", "color", [True, True]), ("b", "color", [True, False]), ("c", "shape", [False, True])])
+    change = paired_change(tmp_path / "base", tmp_path / "new")
+    # colour: changes +1 and 0 -> mean 0.5, sample sd sqrt(0.5), se sqrt(0.5 / 2) = 0.5; shape: one prompt, -0.5
+    assert change["color"] == pytest.approx((0.5, 0.5))
+    assert change["shape"] == pytest.approx((-0.5, 0.0))
+    write("other_seeds", [("a", "color", [True, True])], seeds=(5, 6))
+    with pytest.raises(ValueError, match="'a'"):
+        paired_change(tmp_path / "base", tmp_path / "other_seeds")
