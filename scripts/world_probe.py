@@ -4,6 +4,7 @@
     python -m scripts.world_probe candidates MODEL       # plain drawing vs its N diverse candidates, held-out split
     python -m scripts.world_probe pairs RUN_ITER_DIR     # a loop iteration's pairs, checked by the oracle
     python -m scripts.world_probe iterations RUN_DIR     # each iteration's model, scored by its own judge
+    python -m scripts.world_probe bindings RUN_DIR       # per held-out binding: candidates that draw it, its pairs
 
 MODEL is world-discrete, world-continuous or a model folder. `relations` renders 300 relation prompts exactly as
 written and asks each prompt's relation and its opposite ("... to the left of ..." vs "... to the right of ...");
@@ -17,7 +18,11 @@ right, both wrong, and prompts outside the world's grammar. `iterations` asks wh
 tell its iterations apart without labels: the base model and each iteration's model (runs/NAME/iter_K/adapter, with
 the earlier ones merged) draw iteration 1's self-written prompts once plainly; each drawing is scored with those
 prompts' self-written questions, s = mean[p(yes) - p(no)], by the base model and by the drawing model, and the
-oracle's strict rate on the same drawings is printed beside them. Fixed seeds; one torch thread.
+oracle's strict rate on the same drawings is printed beside them. `bindings` reads every iteration of a run and
+prints, per held-out binding (silmm.world.writer.HELDOUT_BINDINGS) that a self-written prompt asks for: the prompts
+that ask for it, how many of their candidates draw it (an object with that attribute and shape), and the pairs whose
+chosen image draws it and rejected one does not (+) or the reverse (-), for those prompts and for all other prompts.
+Fixed seeds; one torch thread.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from silmm.world.layout import random_layout
 from silmm.world.oracle import SceneView, judge_prompt, verdict
 from silmm.world.questions import _words, decompose
 from silmm.world.scene import render
-from silmm.world.writer import sample_prompt
+from silmm.world.writer import HELDOUT_BINDINGS, sample_prompt
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -144,8 +149,45 @@ def iterations(run: Path) -> None:
         print(f"{k} | {scores[0]:.4f} | {scores[1]:.4f} | {sum(strict) / len(strict):.4f}")
 
 
+def bindings(run: Path) -> None:
+    drawn: dict[Path, set] = {}
+
+    def draws(path: Path, binding: tuple[str, str]) -> bool:
+        if path not in drawn:
+            with Image.open(path) as im:
+                objs = SceneView.from_image(im.convert("RGB")).objects
+            drawn[path] = {(v, o.shape) for o in objs for v in (o.color, o.texture, o.size)}
+        return binding in drawn[path]
+
+    print("iteration | binding | prompts | candidates that draw it | pairs +/- | other prompts' pairs +/-")
+    for it in sorted(run.glob("iter_*"), key=lambda d: int(d.name.removeprefix("iter_"))):
+        if not (it / "pairs.jsonl").is_file():
+            continue
+        cands = list(runio.read_jsonl(it / "candidates.jsonl"))
+        image = {(r["prompt"], r["seed"]): it / r["image"] for r in cands}
+        asks: dict[str, set] = {}
+        for prompt in {r["prompt"] for r in cands}:
+            try:
+                spec = parse_prompt(prompt)
+            except ParseError:
+                continue
+            asks[prompt] = {(v, e.shape) for e in spec.entities for _, v in e.attrs()} & HELDOUT_BINDINGS
+        pair_list = list(runio.read_jsonl(it / "pairs.jsonl"))
+        for b in sorted(set().union(*asks.values())):
+            mine = {p for p, bs in asks.items() if b in bs}
+            n = [draws(it / r["image"], b) for r in cands if r["prompt"] in mine]
+            signs = {True: [0, 0], False: [0, 0]}
+            for p in pair_list:
+                c, r = (draws(image[p["prompt"], p[k]], b) for k in ("chosen_seed", "rejected_seed"))
+                if c != r:
+                    signs[p["prompt"] in mine][r] += 1
+            (pp, pm), (op, om) = signs[True], signs[False]
+            print(f"{it.name} | {' '.join(b)} | {len(mine)} | {sum(n)}/{len(n)} | +{pp} -{pm} | +{op} -{om}")
+
+
 def main(argv: list[str]) -> None:
-    on_model, on_run = {"relations": relations, "candidates": candidates}, {"pairs": pairs, "iterations": iterations}
+    on_model = {"relations": relations, "candidates": candidates}
+    on_run = {"pairs": pairs, "iterations": iterations, "bindings": bindings}
     if len(argv) != 2 or argv[0] not in on_model | on_run:
         raise SystemExit(__doc__)
     torch.set_num_threads(1)
