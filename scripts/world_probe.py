@@ -1,4 +1,4 @@
-"""Four diagnostics of a world model or a loop run, behind numbers in docs/RESULTS.md.
+"""Five diagnostics of a world model or a loop run, behind numbers in docs/RESULTS.md.
 
     python -m scripts.world_probe relations MODEL        # the judge on clean renders: true vs flipped relations
     python -m scripts.world_probe candidates MODEL       # plain drawing vs its N diverse candidates, held-out split
