@@ -387,3 +387,31 @@ def test_paired_change_hand_worked(tmp_path):
     write("other_seeds", [("a", "color", [True, True])], seeds=(5, 6))
     with pytest.raises(ValueError, match="'a'"):
         paired_change(tmp_path / "base", tmp_path / "other_seeds")
+
+
+def test_world_probe_bindings_counts_a_tiny_run(tmp_path, capsys):
+    from scripts.world_probe import bindings
+    from silmm import runio
+
+    scenes = {  # seed -> (prompt, objects drawn)
+        1: ("a striped triangle and a plain circle", [Obj(1, 1, "triangle", "red", "striped"), Obj(4, 4, "circle", "blue")]),
+        2: ("a striped triangle and a plain circle", [Obj(1, 1, "triangle", "red"), Obj(4, 4, "circle", "blue")]),
+        3: ("a blue square", [Obj(2, 2, "square", "blue")]),
+        4: ("a blue square", [Obj(2, 2, "triangle", "green", "striped")]),
+    }
+    it = tmp_path / "iter_1"
+    (it / "images").mkdir(parents=True)
+    rows = []
+    for seed, (prompt, objs) in scenes.items():
+        render(objs).save(it / "images" / f"{seed}.png")
+        rows.append({"prompt": prompt, "seed": seed, "image": f"images/{seed}.png"})
+    runio.write_jsonl(it / "candidates.jsonl", rows)
+    runio.write_jsonl(it / "pairs.jsonl", [
+        {"prompt": scenes[1][0], "chosen_seed": 1, "rejected_seed": 2},
+        {"prompt": scenes[3][0], "chosen_seed": 3, "rejected_seed": 4},
+    ])  # fmt: skip
+    bindings(tmp_path)
+    lines = capsys.readouterr().out.strip().splitlines()
+    # one prompt asks for the held-out striped triangle; 1 of its 2 candidates draws it; its own pair prefers it,
+    # the other prompt's pair rejects an image that draws it
+    assert lines[1:] == ["iter_1 | striped triangle | 1 | 1/2 | +1 -0 | +0 -1"]
