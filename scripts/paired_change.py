@@ -9,16 +9,17 @@ standard deviation / sqrt(prompts)).
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from collections import defaultdict
 from pathlib import Path
+from statistics import fmean, stdev
+
+from silmm import runio
 
 
 def _per_prompt(folder: Path) -> dict[str, dict]:
-    with open(folder / "per_prompt.jsonl") as f:
-        return {r["prompt"]: r for r in map(json.loads, f)}
+    return {r["prompt"]: r for r in runio.read_jsonl(folder / "per_prompt.jsonl")}
 
 
 def paired_change(base: Path, new: Path) -> dict[str, tuple[float, float]]:
@@ -30,12 +31,9 @@ def paired_change(base: Path, new: Path) -> dict[str, tuple[float, float]]:
         if n is None or n["seeds"] != b["seeds"]:
             raise ValueError(f"{new} did not draw {prompt!r} with the seeds {b['seeds']} of {base}")
         diffs[b["category"]].append(sum(n["strict"]) / len(n["strict"]) - sum(b["strict"]) / len(b["strict"]))
-    out = {}
-    for cat, xs in sorted(diffs.items()):
-        m = sum(xs) / len(xs)
-        var = sum((x - m) ** 2 for x in xs) / (len(xs) - 1) if len(xs) > 1 else 0.0
-        out[cat] = (m, math.sqrt(var / len(xs)))
-    return out
+    return {
+        cat: (fmean(xs), stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else 0.0) for cat, xs in sorted(diffs.items())
+    }
 
 
 def main(argv: list[str]) -> None:

@@ -1,6 +1,5 @@
 """The built-in world: grammar, renderer + tokenizer round trip, oracle, question decomposition, world adapters."""
 
-import json
 import random
 from pathlib import Path
 
@@ -372,11 +371,11 @@ def test_measure_parses_the_same_pixels_once():
 
 def test_paired_change_hand_worked(tmp_path):
     from scripts.paired_change import paired_change
+    from silmm import runio
 
     def write(name, rows, seeds=(0, 1)):
-        (tmp_path / name).mkdir()
-        lines = [json.dumps({"prompt": p, "category": c, "strict": s, "seeds": list(seeds)}) for p, c, s in rows]
-        (tmp_path / name / "per_prompt.jsonl").write_text("\n".join(lines) + "\n")
+        rows = [{"prompt": p, "category": c, "strict": s, "seeds": list(seeds)} for p, c, s in rows]
+        runio.write_jsonl(tmp_path / name / "per_prompt.jsonl", rows)
 
     write("base", [("a", "color", [False, False]), ("b", "color", [True, False]), ("c", "shape", [True, True])])
     write("new", [("a", "color", [True, True]), ("b", "color", [True, False]), ("c", "shape", [False, True])])
