@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 DIVERSITY_MODES = ("nucleus", "dropdiv", "noise", "none")
+FEATURE_TARGETS = ("sampled", "decoded")
 QUESTION_MODES = ("self", "whole", "gt")
 SCORE_RULES = ("prob_diff", "yes_ratio", "random")
 KERNEL_POOLS = ("avg", "max", "none")
@@ -109,12 +110,16 @@ class SamplingConfig:
     noise_std: float = 0.1  # "Noisy DreamEmb" ablation
     # candidate k = 0 drawn without diversity (greedy / dropout off); NOT in the paper
     include_plain: bool = False
+    # continuous models: the candidate features KC-DPO trains towards. "sampled" = those the sampler produced
+    # (paper); "decoded" = the features of the image they decode to (the adapter's decoded_features; NOT in the paper)
+    feature_target: str = "sampled"
     batch_size: int = 16
 
     def __post_init__(self):
         if self.n < 2:
             _fail("sampling.n", self.n, "N must be >= 2 (a pair needs two candidates)")
         _choice("sampling.mode", self.mode, DIVERSITY_MODES)
+        _choice("sampling.feature_target", self.feature_target, FEATURE_TARGETS)
         if not 0.0 < self.top_p <= 1.0:
             _fail("sampling.top_p", self.top_p, "must lie in (0, 1]")
         if self.temperature <= 0:

@@ -7,11 +7,15 @@ recorded, so any candidate can be regenerated alone. With `include_plain` (not i
 the model's plain output (mode "none": greedy tokens, dropout off), so the variations compete with it: on
 world-continuous, DropDiv's candidates were worse than the plain drawing in every category (docs/RESULTS.md), and a
 pair whose chosen image is worse than what the model already draws cannot teach it. Images are saved as PNG; the token ids or features that
-produced them go to one safetensors file, keyed by candidate index, for the preference update.
+produced them go to one safetensors file, keyed by candidate index, for the preference update. With
+`feature_target="decoded"` (not in the paper) a continuous candidate's features are instead those of the image
+they decode to (`Adapter.decoded_features`; the world model: its codes' codebook vectors): DropDiv perturbs every
+feature, while a chosen and a rejected image may differ in a few cells only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,6 +116,9 @@ def _sample(
                 idx, adapter.sample([prompts[i] for i in idx], [seeds[i] for i in idx], div)
             ):
                 out[i] = sample
+    if cfg.feature_target == "decoded":  # KC-DPO then trains towards what was drawn, not DropDiv's noise
+        feats = adapter.decoded_features(out)
+        out = [dataclasses.replace(s, feats=f) for s, f in zip(out, feats, strict=True)]
     return out
 
 

@@ -43,6 +43,7 @@ def test_yaml_then_overrides_take_precedence(tmp_path):
         ("sampling.top_p=0", r"sampling.top_p=0.0 .*\(0, 1\]"),
         ("sampling.top_p=1.5", r"sampling.top_p=1.5 .*\(0, 1\]"),
         ("sampling.mode=beam", r"sampling.mode='beam' .*\['nucleus', 'dropdiv', 'noise', 'none'\]"),
+        ("sampling.feature_target=raw", r"sampling.feature_target='raw' .*\['sampled', 'decoded'\]"),
         ("questions.mode=nouns", r"questions.mode='nouns' .*\['self', 'whole', 'gt'\]"),
         ("feedback.rule=vote", r"feedback.rule='vote' .*\['prob_diff', 'yes_ratio', 'random'\]"),
         ("dpo.kernel_pool=sum", r"dpo.kernel_pool='sum' .*\['avg', 'max', 'none'\]"),

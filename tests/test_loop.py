@@ -125,6 +125,14 @@ def test_question_modes_whole_and_gt(tmp_path):
         loop.run(cfg, TinyAdapter("discrete"))
 
 
+@pytest.mark.parametrize("kind", ["discrete", "continuous"])
+def test_decoded_feature_target_needs_a_continuous_model_that_decodes(tmp_path, kind):
+    cfg = load_config(None, overrides(kind, tmp_path, extra=("sampling.feature_target=decoded",)))
+    with pytest.raises(ValueError, match=f"feature_target='decoded' needs .* 'tiny-{kind}' has none"):
+        loop.run(cfg, TinyAdapter(kind), log=lambda s: None)
+    assert not (tmp_path / "run" / "iter_1").exists()  # refused before any work
+
+
 def test_user_prompt_file_replaces_self_written_prompts(tmp_path):
     path = tmp_path / "prompts.txt"
     path.write_text("red and blue\nRed  and blue\na green\nand a\n")

@@ -50,3 +50,23 @@ def test_include_plain_draws_candidate_zero_without_diversity(tmp_path):
             assert not torch.equal(feats, plain[r.prompt_index].feats)
             again = adapter.sample([r.prompt], [r.seed], diversity_from(cfg))[0]
             assert torch.equal(again.feats, feats)
+
+
+def test_decoded_feature_target_gives_the_drawn_codes_codebook_vectors(tmp_path):
+    from silmm.adapters import load_adapter
+    from silmm.world.model import code_features, features_to_codes
+    from silmm.world.tokenizer import decode
+
+    adapter = load_adapter("world-continuous")
+    prompts = ["a striped triangle and a dotted circle", "two red squares"]
+    kw = dict(run_seed=3, iteration=1, iter_dir=tmp_path)
+    base = SamplingConfig(n=4, mode="dropdiv", dropout=0.3, layers=6, batch_size=8)
+    records, sampled = draw(adapter, prompts, base, **kw)
+    _, decoded = draw(adapter, prompts, SamplingConfig(**{**vars(base), "feature_target": "decoded"}), **kw)
+    table = code_features()
+    for r in records:
+        codes = features_to_codes(sampled[f"{r.index}.feats"])
+        assert torch.equal(decoded[f"{r.index}.feats"], table[codes])  # the codebook rows of what was drawn
+        assert not torch.equal(decoded[f"{r.index}.feats"], sampled[f"{r.index}.feats"])
+        with Image.open(tmp_path / r.image) as im:  # and the image is the one those codes render
+            assert list(im.convert("RGB").getdata()) == list(decode(codes.tolist()).getdata())

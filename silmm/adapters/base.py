@@ -10,6 +10,8 @@ Generic code (prompts, sampling, questions, feedback, pairs, train, loop, eval) 
 - `answer_yes_no` (step 4): p("yes"), p("no") at the first answer position, softmax over the full vocabulary.
 - `policy_outputs` (step 5): discrete -> summed image-token log-probs `(B,)` of given ids under the current
   policy (teacher forced); continuous -> the policy's features `(B, Q, D)` for the prompts, dropout off.
+- optional, continuous: `decoded_features(samples)` -> `(B, Q, D)` features of the images the samples decode to
+  (`sampling.feature_target="decoded"`).
 - `reference()`: a context in which the LoRA is switched off, i.e. the model at the start of the iteration.
 - LoRA: `add_lora`, `save_adapter`, `load_adapter`, `merge_adapter`; `model` is the torch module to train.
 """

@@ -25,6 +25,7 @@ from silmm.world.model import (
     VOCAB,
     WORDS,
     WorldLM,
+    code_features,
     features_to_codes,
     generate_tokens,
 )
@@ -180,6 +181,10 @@ class WorldAdapter:
         finally:
             for h in handles:
                 h.remove()
+
+    def decoded_features(self, samples: list[Sample]) -> torch.Tensor:
+        """(B, 36, D) features of the images that continuous samples decode to: their codes' codebook vectors."""
+        return code_features()[features_to_codes(torch.stack([s.feats for s in samples]))]
 
     # -- seeing -----------------------------------------------------------------------------------------------
     def answer_yes_no(
