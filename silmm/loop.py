@@ -39,7 +39,7 @@ def check_run(cfg: Config, adapter: Adapter, *, measure: Any = None) -> None:
     if cfg.sampling.feature_target == "decoded" and (
         adapter.kind != "continuous" or not hasattr(adapter, "decoded_features")
     ):
-        raise ValueError(f"sampling.feature_target='decoded' needs a continuous model with decoded_features; {adapter.name!r} has none (valid: ['sampled'])")  # fmt: skip
+        raise ValueError(f"sampling.feature_target='decoded' needs a continuous model with decoded_features, which the {adapter.kind} model {adapter.name!r} lacks (valid: ['sampled'])")  # fmt: skip
     if cfg.questions.mode == "gt" and measure is None:
         raise ValueError(f"questions.mode='gt' needs the world's ground truth; model {adapter.name!r} has none (valid: ['self', 'whole'])")  # fmt: skip
 

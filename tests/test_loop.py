@@ -128,7 +128,7 @@ def test_question_modes_whole_and_gt(tmp_path):
 @pytest.mark.parametrize("kind", ["discrete", "continuous"])
 def test_decoded_feature_target_needs_a_continuous_model_that_decodes(tmp_path, kind):
     cfg = load_config(None, overrides(kind, tmp_path, extra=("sampling.feature_target=decoded",)))
-    with pytest.raises(ValueError, match=f"feature_target='decoded' needs .* 'tiny-{kind}' has none"):
+    with pytest.raises(ValueError, match=f"feature_target='decoded' needs .* the {kind} model 'tiny-{kind}' lacks"):
         loop.run(cfg, TinyAdapter(kind), log=lambda s: None)
     assert not (tmp_path / "run" / "iter_1").exists()  # refused before any work
 
