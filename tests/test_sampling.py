@@ -1,5 +1,7 @@
 """Sampling: derived seeds, saved PNGs, candidates regenerable from their seed alone."""
 
+import dataclasses
+
 import torch
 from PIL import Image
 from tiny_adapter import TinyAdapter
@@ -62,7 +64,7 @@ def test_decoded_feature_target_gives_the_drawn_codes_codebook_vectors(tmp_path)
     kw = dict(run_seed=3, iteration=1, iter_dir=tmp_path)
     base = SamplingConfig(n=4, mode="dropdiv", dropout=0.3, layers=6, batch_size=8)
     records, sampled = draw(adapter, prompts, base, **kw)
-    _, decoded = draw(adapter, prompts, SamplingConfig(**{**vars(base), "feature_target": "decoded"}), **kw)
+    _, decoded = draw(adapter, prompts, dataclasses.replace(base, feature_target="decoded"), **kw)
     table = code_features()
     for r in records:
         codes = features_to_codes(sampled[f"{r.index}.feats"])
