@@ -237,14 +237,15 @@ def create_demo(
         while True:
             v = be.job_view(run or None)
             job = v["job"]
-            key = (job and (job.id, job.state, v["position"]), len(v["summary"]), v["log"][-300:])
-            if v["progress"] and job and job.state == "running":
+            state = job and job.state  # read once: the worker thread changes job.state while this loop runs
+            key = (job and (job.id, state, v["position"]), len(v["summary"]), v["log"][-300:])
+            if v["progress"] and state == "running":
                 p = v["progress"]
                 progress(p["fraction"], desc=f"iteration {p['iteration']}/{p['iterations']}: {p['stage']}")
             if key != last:
                 last = key
                 yield job_panel(run)
-            if job is None or job.state not in ("queued", "running"):
+            if job is None or state not in ("queued", "running"):
                 return
             time.sleep(1.0)
 
