@@ -23,11 +23,14 @@ ROOT = TESTS.parent
 
 def overrides(kind: str, out: Path, name: str = "run", extra: tuple[str, ...] = ()) -> list[str]:
     mode = "nucleus" if kind == "discrete" else "dropdiv"
+    # The tiny continuous model decodes through a projection, not a codebook: no decoded targets to train towards
+    # (configs/world-continuous.yaml asks for them).
+    target = ["sampling.feature_target=sampled"] if kind == "continuous" else []
     return [
         f"run.name={name}", f"run.out_dir={out}", "run.iterations=2", f"model.name=tiny-{kind}",
         "prompts.categories=[color, pair]", "prompts.per_category=6", "sampling.n=4", f"sampling.mode={mode}",
         "sampling.batch_size=5", "sampling.dropout=0.3", "pairs.min_gap=0.0", "train.lr=1e-2", "train.batch_size=4",
-        "lora.target_modules=[q_proj, v_proj]", *extra,
+        "lora.target_modules=[q_proj, v_proj]", *target, *extra,
     ]  # fmt: skip
 
 
