@@ -282,15 +282,16 @@ def test_unknown_model_and_missing_checkpoint(tmp_path):
 # --- training script and world evaluation ---------------------------------------------------------------
 
 
-def test_training_smoke_is_deterministic(tmp_path, monkeypatch):
+def test_training_smoke_is_deterministic(tmp_path):
     from silmm.world import train as world_train
 
-    monkeypatch.setattr(world_train, "quick_eval", lambda out_dir: {})  # the card's evaluation is tested below
-    a = world_train.train("discrete", str(tmp_path / "a"), steps=3, batch_size=8, hidden=32, layers=2, heads=2)
-    b = world_train.train("discrete", str(tmp_path / "b"), steps=3, batch_size=8, hidden=32, layers=2, heads=2)
+    # evaluate=False (--no-eval) skips the card's quick evaluation, which is tested below
+    a = world_train.train("discrete", str(tmp_path / "a"), steps=3, batch_size=8, hidden=32, layers=2, heads=2, evaluate=False)
+    b = world_train.train("discrete", str(tmp_path / "b"), steps=3, batch_size=8, hidden=32, layers=2, heads=2, evaluate=False)
     assert a["final"]["loss"] == b["final"]["loss"]
     for name in ("model.safetensors", "config.json", "tokenizer.json", "README.md", "training.json"):
         assert (tmp_path / "a" / name).is_file()
+    assert "### heldout" not in (tmp_path / "a" / "README.md").read_text()
     adapter = WorldAdapter.from_pretrained(tmp_path / "a")
     assert adapter.kind == "discrete"
 

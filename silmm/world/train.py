@@ -115,7 +115,7 @@ def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: 
           hidden: int = 192, layers: int = 6, heads: int = 6, log_every: int = 100, device: str = "cpu",
           workers: int = 0, max_minutes: float | None = None, init: str | None = None,
           task_mix: dict[str, float] | None = None, relation_share: float = RELATION_SHARE,
-          geometry_weight: float = 0.0) -> dict:
+          geometry_weight: float = 0.0, evaluate: bool = True) -> dict:
     torch.set_num_threads(int(os.environ.get("SILMM_THREADS", "1")))
     torch.manual_seed(seed)  # script entry point: the only place that seeds globally
     dev = torch.device(device)
@@ -194,7 +194,7 @@ def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: 
             "init": init, "init_reset": reset, "task_mix": task_mix or TASK_MIX, "relation_share": relation_share,
             "geometry_weight": geometry_weight}
     (out_dir / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
-    write_card(out_dir, meta, quick_eval(out_dir))
+    write_card(out_dir, meta, quick_eval(out_dir) if evaluate else {})
     return meta
 
 
@@ -269,6 +269,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="share of VQA examples that ask a relation question (default %(default)s)")  # fmt: skip
     ap.add_argument("--geometry-weight", type=float, default=0.0,
                     help="weight of the relation geometry auxiliary (data.relation_geometry); 0 = off")  # fmt: skip
+    ap.add_argument("--no-eval", action="store_true",
+                    help="skip the card's quick evaluation (python -m eval world measures the model later)")  # fmt: skip
     args = ap.parse_args(argv)
     meta = train(
         args.kind,
@@ -288,6 +290,7 @@ def main(argv: list[str] | None = None) -> None:
         task_mix=_parse_mix(args.task_mix) if args.task_mix else None,
         relation_share=args.relation_share,
         geometry_weight=args.geometry_weight,
+        evaluate=not args.no_eval,
     )
     print(json.dumps(meta))
 
