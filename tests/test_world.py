@@ -296,6 +296,16 @@ def test_training_smoke_is_deterministic(tmp_path):
     assert adapter.kind == "discrete"
 
 
+def test_discrete_training_can_start_from_a_continuous_checkpoint(tmp_path):
+    from silmm.world import train as world_train
+
+    tiny = dict(steps=2, batch_size=4, hidden=32, layers=2, heads=2, evaluate=False)
+    world_train.train("continuous", str(tmp_path / "c"), **tiny)
+    meta = world_train.train("discrete", str(tmp_path / "d"), init=str(tmp_path / "c"), **tiny)
+    assert meta["init_dropped"] == ["feat_head.bias", "feat_head.weight"] and meta["init_reset"] == []
+    assert WorldAdapter.from_pretrained(tmp_path / "d").kind == "discrete"
+
+
 def _eval_args(tmp_path, model, prompts, out="out"):
     import argparse
 
