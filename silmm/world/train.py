@@ -122,14 +122,14 @@ def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: 
     tok = build_tokenizer()
     model = WorldLM(world_config(kind, hidden=hidden, layers=layers, heads=heads))
     reset: list[str] = []  # --init weights whose shape changed (e.g. a new feat_head): left at their fresh init
-    dropped: list[str] = []
+    dropped: list[str] = []  # --init weights this kind has no use for: a continuous checkpoint's feature head
     if init:  # continue from an earlier checkpoint (a later stage of a multi-stage recipe)
         from safetensors.torch import load_file
 
         state = load_file(str(Path(init) / "model.safetensors"))
-        # a discrete model started from a continuous checkpoint draws tokens instead: its feature head is left out
-        dropped = sorted(k for k in state if k.startswith("feat_head.")) if kind == "discrete" else []
-        state = {k: v for k, v in state.items() if k not in dropped}
+        if kind == "discrete":  # it draws tokens instead
+            dropped = sorted(k for k in state if k.startswith("feat_head."))
+            state = {k: v for k, v in state.items() if k not in dropped}
         mine = model.state_dict()
         reset = sorted(k for k, v in state.items() if k in mine and v.shape != mine[k].shape)
         missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if k not in reset}, strict=False)
@@ -195,8 +195,8 @@ def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: 
             "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev), "workers": workers,
             "seconds": round(time.time() - t0, 1), "final": log[-1],
             "steps_done": log[-1]["step"] + 1 if not stopped_early else step, "stopped_early": stopped_early,
-            "init": init, "init_reset": reset, "init_dropped": dropped, "task_mix": task_mix or TASK_MIX, "relation_share": relation_share,
-            "geometry_weight": geometry_weight}
+            "init": init, "init_reset": reset, "init_dropped": dropped, "task_mix": task_mix or TASK_MIX,
+            "relation_share": relation_share, "geometry_weight": geometry_weight}
     (out_dir / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
     write_card(out_dir, meta, quick_eval(out_dir) if evaluate else {})
     return meta
