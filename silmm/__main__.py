@@ -78,10 +78,13 @@ def _precheck(cfg: Config, *, resume: bool) -> None:
     """What can be checked before loading weights: the prompt file, the tracker package, the run folder."""
     import importlib.util
 
+    from silmm import adapters
     from silmm.prompts import read_prompt_file
 
     if cfg.prompts.file:
         read_prompt_file(cfg.prompts.file)
+    if cfg.feedback.judge == "oracle" and not adapters.is_world(cfg.model.name):
+        raise ValueError(f"feedback.judge='oracle' needs a world model (the oracle reads world images); model.name={cfg.model.name!r} is not one")  # fmt: skip
     if cfg.run.log_with != "none" and importlib.util.find_spec(cfg.run.log_with) is None:
         raise ValueError(f"run.log_with={cfg.run.log_with!r} but the package {cfg.run.log_with!r} is not installed (valid: 'none' or install it)")  # fmt: skip
     root = Path(cfg.run.out_dir) / cfg.run.name

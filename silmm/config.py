@@ -152,7 +152,7 @@ class QuestionsConfig:
 class FeedbackConfig:
     rule: str = "prob_diff"  # s = mean_i[p(yes|q_i) - p(no|q_i)] (paper) | yes_ratio | random (ablations)
     renormalize: bool = False  # renormalise p over {yes, no} [ours option]
-    judge: str = ""  # "" = the model judges itself; else an external judge id or folder
+    judge: str = ""  # "" = the model judges itself; else an external judge id or folder; "oracle" (world only)
     batch_size: int = 32
 
     def __post_init__(self):

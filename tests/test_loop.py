@@ -180,6 +180,8 @@ def test_cli_rejects_bad_input_before_loading_the_model(tmp_path, capsys):
     bad.write_bytes(b"a red\n\xff\xfe bad\n")
     assert main(["run", config, f"prompts.file={bad}"], load=must_not_load) == 2
     assert f"prompt file {bad}, line 2: not valid UTF-8" in capsys.readouterr().err
+    assert main(["run", config, "feedback.judge=oracle", "model.name=janus-pro"], load=must_not_load) == 2
+    assert "feedback.judge='oracle' needs a world model" in capsys.readouterr().err
 
 
 def _compare_runs(a: Path, b: Path) -> None:

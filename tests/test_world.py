@@ -142,6 +142,19 @@ def test_swapped_binding_is_answered_no():
     assert not judge_prompt("a red square and a blue circle", render(list(view.objects))).facts_only
 
 
+def test_oracle_judge_answers_from_the_pixels():
+    from silmm.adapters import load_judge
+    from silmm.world.measure import OracleJudge
+
+    assert isinstance(load_judge("oracle"), OracleJudge)  # feedback.judge=oracle
+    image = render([Obj(2, 0, "square", "blue"), Obj(2, 3, "circle", "red")])
+    questions = ["is there a blue square?", "is there a red square?", "is the blue square to the left of the red circle?",
+                 "is the red circle to the left of the blue square?", "what colour is it?"]  # fmt: skip
+    yes, no = OracleJudge().answer_yes_no([image] * len(questions), questions)
+    assert yes.tolist() == [1.0, 0.0, 1.0, 0.0, 0.5]
+    assert no.tolist() == [0.0, 1.0, 0.0, 1.0, 0.5]  # an unreadable question adds nothing to a score
+
+
 def test_counterfactual_questions_give_both_answers():
     rng = random.Random(5)
     answers = []

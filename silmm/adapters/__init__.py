@@ -71,7 +71,12 @@ def _earlier_iterations(adapter_dir: Path) -> list[Path]:
 
 
 def load_judge(spec: str, device: str | None = None):
-    """An external VLM judge (hub id or folder of a Qwen2.5-VL or BLIP-VQA model) with `answer_yes_no`."""
+    """An external VLM judge (hub id or folder of a Qwen2.5-VL or BLIP-VQA model) with `answer_yes_no`;
+    "oracle" is the world's exact oracle (world models only; an ablation, a judge that is never wrong)."""
+    if spec == "oracle":
+        from silmm.world.measure import OracleJudge
+
+        return OracleJudge()
     from silmm.adapters.judges import load_judge as _load
 
     return _load(spec, device=device)

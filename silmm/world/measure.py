@@ -3,6 +3,8 @@
 `evaluate` runs the held-out world evaluation; `oracle_answers` grades the model's own yes/no questions about its
 own candidates (None where a self-written question is outside the world's question forms); `oracle_score` ranks
 candidates by the share of the prompt's ground-truth questions that hold, with strict alignment as a tie-break.
+`OracleJudge` answers yes/no questions from the oracle (`feedback.judge: oracle`): the loop with a perfect judge, an
+ablation that bounds what a better self-judge could give.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+import torch
 from PIL import Image
 
 from silmm.world.evaluate import default_prompts, evaluate, read_prompts
@@ -66,3 +69,22 @@ class WorldMeasure:
             return question_type(question)
         except ParseError:
             return "unreadable"
+
+
+class OracleJudge:
+    """A judge that is always right about world images: p(yes) = 1 where the oracle says yes, else 0.
+
+    A question outside the world's question forms gets p(yes) = p(no) = 0.5, so it adds nothing to a score.
+    """
+
+    name = "oracle"
+
+    def answer_yes_no(self, images: list[Image.Image], questions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        p_yes = []
+        for image, q in zip(images, questions, strict=True):
+            try:
+                p_yes.append(float(answer(q, scene_view(image))))
+            except ParseError:
+                p_yes.append(0.5)
+        yes = torch.tensor(p_yes, dtype=torch.float64)
+        return yes, torch.where(yes == 0.5, yes, 1.0 - yes)
