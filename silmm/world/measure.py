@@ -32,6 +32,14 @@ def scene_view(image: Image.Image) -> SceneView:
     return _view_of_pixels(rgb.size, rgb.tobytes())
 
 
+def _answer_or_none(question: str, view: SceneView) -> bool | None:
+    """The oracle's answer, or None for a question outside the world's question forms."""
+    try:
+        return answer(question, view)
+    except ParseError:
+        return None
+
+
 @dataclass
 class WorldMeasure:
     images_per_prompt: int  # per held-out prompt (the loop passes run.heldout_images)
@@ -46,13 +54,7 @@ class WorldMeasure:
 
     def oracle_answers(self, image: Image.Image, questions: list[str]) -> list[bool | None]:
         view = scene_view(image)
-        out: list[bool | None] = []
-        for q in questions:
-            try:
-                out.append(answer(q, view))
-            except ParseError:
-                out.append(None)
-        return out
+        return [_answer_or_none(q, view) for q in questions]
 
     def oracle_score(self, prompt: str, image: Image.Image) -> float:
         spec = parse_prompt(prompt)
@@ -80,11 +82,6 @@ class OracleJudge:
     name = "oracle"
 
     def answer_yes_no(self, images: list[Image.Image], questions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        p_yes = []
-        for image, q in zip(images, questions, strict=True):
-            try:
-                p_yes.append(float(answer(q, scene_view(image))))
-            except ParseError:
-                p_yes.append(0.5)
-        yes = torch.tensor(p_yes, dtype=torch.float64)
-        return yes, torch.where(yes == 0.5, yes, 1.0 - yes)
+        said = [_answer_or_none(q, scene_view(image)) for image, q in zip(images, questions, strict=True)]
+        yes = torch.tensor([0.5 if a is None else float(a) for a in said], dtype=torch.float64)
+        return yes, 1.0 - yes
