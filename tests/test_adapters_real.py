@@ -189,6 +189,11 @@ def test_external_judge_loads_by_folder_and_answers(tmp_path, save, cls):
     for i, q in enumerate(mixed):  # questions of different lengths: padding must not reach the answer
         alone, _ = judge.answer_yes_no(IMAGES[i : i + 1], [q])
         torch.testing.assert_close(alone, p_mixed[i : i + 1], rtol=1e-5, atol=1e-6)
+    # one image object asked several questions, between other images' (its pixels are encoded once)
+    p_shared, _ = judge.answer_yes_no([IMAGES[0], IMAGES[1], IMAGES[0], IMAGES[0]], [*mixed, "Is it red?"])
+    for i, (image, q) in enumerate(zip([IMAGES[0], IMAGES[1], IMAGES[0], IMAGES[0]], [*mixed, "Is it red?"])):
+        alone, _ = judge.answer_yes_no([image], [q])
+        torch.testing.assert_close(alone, p_shared[i : i + 1], rtol=1e-5, atol=1e-6)
 
 
 def test_judge_of_an_unsupported_family_names_the_supported_ones(tmp_path):

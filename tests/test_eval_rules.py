@@ -7,8 +7,9 @@ from eval import dpg_bench as dpg
 from eval.common import EvalInputError
 from eval.scorers import detection as det
 from eval.scorers import parsing
-from eval.scorers.blip_vqa import attribute_score, pre_question
+from eval.scorers.blip_vqa import attribute_score
 from eval.t2i_compbench import combine_complex
+from silmm.adapters.blip import pre_question
 
 D = det.Detection
 

@@ -15,12 +15,13 @@ from PIL import Image
 from eval.bench import build_tiny_judges
 from eval.common import EvalInputError, JudgeUnavailableError
 from eval.scorers import detection as det
-from eval.scorers.blip_vqa import CLIP_MEAN, CLIP_STD, BlipVqa, _layout, to_pixels
+from eval.scorers.blip_vqa import BlipVqa
 from eval.scorers.clip_score import ClipScorer
 from eval.scorers.depth import DptDepth
 from eval.scorers.detection import Detection, OwlDetector, detector_frame, load_detector
 from eval.scorers.grounding_dino import GroundingDinoDetector, caption
 from eval.scorers.vqa import QwenYesNoJudge, load_vqa_judge
+from silmm.adapters.blip import CLIP_MEAN, CLIP_STD, _layout, to_pixels
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,8 @@ self- and external feedback be compared. Two families, chosen by the folder's `c
   position, probabilities of the single-token spellings of yes / no summed. The Qwen-Image adapter reuses this
   class for self-VQA with its own text encoder.
 - BLIP-VQA (`blip`): its forward returns only a loss, so the first decoder step is computed by hand
-  (../shared/docs/STACK.md 2b).
+  (../shared/docs/STACK.md 2b), by the same code as the benchmark scorers (`silmm.adapters.blip`): the original
+  BLIP's question preprocessing and `[ENC]` token, the checkpoint's own resolution.
 The question template is a visible default argument; `name` is recorded with every score.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
+from silmm.adapters.blip import BlipVqa
 from silmm.adapters.hf_common import (
     NO_WORDS,
     VQA_TEMPLATE,
@@ -92,50 +94,33 @@ class QwenVLJudge:
 
 
 class BlipJudge:
-    """Yes/no VQA with a `BlipForQuestionAnswering`: the first step of its answer decoder, full-vocab softmax."""
+    """Yes/no VQA with a `BlipForQuestionAnswering` through `silmm.adapters.blip.BlipVqa`: each distinct image is
+    encoded once and its questions share its cross-attention keys and values (packed when that pays)."""
 
-    def __init__(self, model, processor, *, name: str = "blip-vqa", batch_size: int = 16):
-        self.model, self.processor, self.name, self.batch_size = model, processor, name, batch_size
-        tok = processor.tokenizer
-        self.yes_ids, self.no_ids = answer_token_ids(tok, YES_WORDS), answer_token_ids(tok, NO_WORDS)
+    def __init__(self, vqa: BlipVqa, *, name: str = "blip-vqa", batch_size: int = 16):
+        self.vqa, self.name, self.batch_size = vqa, name, batch_size
 
     @torch.no_grad()
     def answer_yes_no(
         self, images: list[Image.Image], questions: list[str], template: str = "{question}"
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Questions of equal token length share a batch: transformers' BLIP text layers drop the cross-attention
-        mask, so the answer decoder would read a shorter question's padding."""
+        """Full-vocabulary P(yes), P(no) at the answer decoder's first step; `batch_size` distinct images a call.
+        Distinct means distinct objects: the loop passes one image object per candidate for all its questions."""
         _check_pairs(images, questions)
-        device = next(self.model.parameters()).device
-        texts = [template.format(question=q) for q in questions]
-        by_length: dict[int, list[int]] = {}
-        for i, ids in enumerate(self.processor.tokenizer(texts).input_ids):
-            by_length.setdefault(len(ids), []).append(i)
-        chunks = [idx[k : k + self.batch_size] for idx in by_length.values() for k in range(0, len(idx), self.batch_size)]
-        p_yes, p_no = torch.zeros(len(texts)), torch.zeros(len(texts))
-        for idx in chunks:
-            batch = [images[i].convert("RGB") for i in idx]
-            qs = [texts[i] for i in idx]
-            enc = self.processor(images=batch, text=qs, padding=True, return_tensors="pt").to(device)
-            image_states = self.model.vision_model(
-                pixel_values=enc["pixel_values"].to(self.model.dtype)
-            ).last_hidden_state
-            image_mask = torch.ones(image_states.shape[:-1], dtype=torch.long, device=device)
-            question_states = self.model.text_encoder(
-                input_ids=enc["input_ids"],
-                attention_mask=enc["attention_mask"],
-                encoder_hidden_states=image_states,
-                encoder_attention_mask=image_mask,
-            ).last_hidden_state
-            start_ids = torch.full((len(qs), 1), self.model.decoder_start_token_id, device=device)
-            logits = self.model.text_decoder(
-                input_ids=start_ids,
-                encoder_hidden_states=question_states,
-                encoder_attention_mask=enc["attention_mask"],
-            ).logits[:, -1]
-            probs = logits.float().softmax(-1)
-            p_yes[idx] = probs[:, self.yes_ids].sum(-1).cpu()
-            p_no[idx] = probs[:, self.no_ids].sum(-1).cpu()
+        slot: dict[int, int] = {}  # id(image) -> its index among the distinct images
+        for image in images:
+            slot.setdefault(id(image), len(slot))
+        distinct = list({id(image): image for image in images}.values())
+        asked: list[list[int]] = [[] for _ in distinct]  # per distinct image: positions of its questions
+        for i, image in enumerate(images):
+            asked[slot[id(image)]].append(i)
+        p_yes, p_no = torch.zeros(len(images)), torch.zeros(len(images))
+        for start in range(0, len(distinct), self.batch_size):
+            rows = asked[start : start + self.batch_size]
+            embeds = self.vqa.encode_images(distinct[start : start + self.batch_size])
+            yes, no = self.vqa.probs(embeds, [[template.format(question=questions[i]) for i in row] for row in rows])
+            order = [i for row in rows for i in row]
+            p_yes[order], p_no[order] = yes, no
         return p_yes, p_no
 
 
@@ -159,16 +144,14 @@ def load_judge(spec: str, device=None, dtype=None) -> QwenVLJudge | BlipJudge:
         tokenizer = open_pretrained(spec, AutoTokenizer.from_pretrained, what="judge")
         return QwenVLJudge(model.to(device).eval(), tokenizer, image_processor, name=spec)
     if model_type == "blip":
-        from transformers import BlipForQuestionAnswering, BlipImageProcessorPil, BlipProcessor
+        from transformers import BlipForQuestionAnswering
 
         model = open_pretrained(
             spec, lambda s: BlipForQuestionAnswering.from_pretrained(s, dtype=dtype), what="judge"
         )
-        processor = BlipProcessor(
-            image_processor=open_pretrained(spec, BlipImageProcessorPil.from_pretrained, what="judge"),
-            tokenizer=open_pretrained(spec, AutoTokenizer.from_pretrained, what="judge"),
-        )
-        return BlipJudge(model.to(device).eval(), processor, name=spec)
+        tokenizer = open_pretrained(spec, AutoTokenizer.from_pretrained, what="judge")
+        size = model.config.vision_config.image_size
+        return BlipJudge(BlipVqa(model, tokenizer, image_size=size, device=device), name=spec)
     raise ValueError(
         f"judge {spec!r} has model_type {model_type!r}; supported judges: {list(JUDGE_MODEL_TYPES)}"
     )
