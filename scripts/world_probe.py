@@ -1,16 +1,18 @@
-"""Five diagnostics of a world model or a loop run, behind numbers in docs/RESULTS.md.
+"""Seven diagnostics of a world model or a loop run, behind numbers in docs/RESULTS.md.
 
     python -m scripts.world_probe relations MODEL        # the judge on clean renders: true vs flipped relations
-    python -m scripts.world_probe candidates MODEL       # plain drawing vs its N diverse candidates, held-out split
+    python -m scripts.world_probe candidates MODEL [TOP_P]  # plain drawing vs N diverse candidates, held-out split
     python -m scripts.world_probe pairs RUN_ITER_DIR     # a loop iteration's pairs, checked by the oracle
     python -m scripts.world_probe iterations RUN_DIR     # each iteration's model, scored by its own judge
     python -m scripts.world_probe bindings RUN_DIR       # per held-out binding: candidates that draw it, its pairs
+    python -m scripts.world_probe rules RUN_ITER_DIR     # which score rule picks an oracle-right candidate
+    python -m scripts.world_probe more RUN_DIR           # 32 more candidates for iteration 1's hard prompts
 
 MODEL is world-discrete, world-continuous or a model folder. `relations` renders 300 relation prompts exactly as
 written and asks each prompt's relation and its opposite ("... to the left of ..." vs "... to the right of ...");
 a judge that reads the geometry says yes to the first and no to the second. `candidates` draws each held-out prompt
 once plainly (the evaluation's drawing) and N times with the shipped config's N and diversity (read from
-configs/world-KIND.yaml), and reports per category the oracle's strict rate of the plain drawing, of the
+configs/world-KIND.yaml, or that diversity with top-p TOP_P), and reports per category the oracle's strict rate of the plain drawing, of the
 average candidate, of the best candidate (best-of-N) and of the candidate the model's own judge ranks first.
 `pairs` reads runs/NAME/iter_K/{pairs,candidates}.jsonl and the candidate PNGs, and counts per category the pairs
 whose chosen image is strictly right and rejected one wrong (the oracle agrees with the judge), the reverse, both
@@ -22,11 +24,19 @@ oracle's strict rate on the same drawings is printed beside them. `bindings` rea
 prints, per held-out binding (silmm.world.writer.HELDOUT_BINDINGS) that a self-written prompt asks for: the prompts
 that ask for it, how many of their candidates draw it (an object with that attribute and shape), and the pairs whose
 chosen image draws it and rejected one does not (+) or the reverse (-), for those prompts and for all other prompts.
+`rules` re-ranks a loop iteration's judged candidates (candidates.jsonl) by several score rules and counts per
+category the prompts whose first-ranked candidate is strictly right, and the best-vs-worst pairs that are right
+(chosen right, rejected wrong) or reversed. `more` takes iteration 1 of a run, finds the prompts whose best
+self-score is below 0.8, draws 32 more candidates for each with the run's base model and diversity (other seeds),
+judges them with the prompt's own questions, and counts per category the prompts with a strictly right candidate and
+those whose self-chosen candidate is right, among the 16 and among all 48.
 Fixed seeds; one torch thread.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import random
 import sys
 from collections import defaultdict
@@ -76,9 +86,11 @@ def relations(adapter, n: int = 300) -> None:
         print(f"{kind} | {truth} | {len(v)} | {sum(v) / len(v):.3f}")
 
 
-def candidates(adapter) -> None:
+def candidates(adapter, top_p: str | None = None) -> None:
     plain_div = DEFAULT_DIVERSITY[adapter.kind]
     sampling = load_config(CONFIGS / f"world-{adapter.kind}.yaml").sampling
+    if top_p is not None:
+        sampling = dataclasses.replace(sampling, top_p=float(top_p))
     n, loop_div = sampling.n, diversity_from(sampling)
     stats: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for i, prompt in enumerate(read_prompts(SPLITS["heldout"])):
@@ -89,12 +101,13 @@ def candidates(adapter) -> None:
         qs = [q.text for q in decompose(spec)]
         p_yes, p_no = adapter.answer_yes_no([s.image for s in drawn for _ in qs], qs * n)
         self_best = int((p_yes - p_no).view(n, len(qs)).mean(1).argmax())
-        st = stats[classify(spec)]
-        st["plain"].append(float(verdict(spec, SceneView.from_image(plain.image)).strict))
-        st["mean candidate"].append(sum(strict) / n)
-        st["best of N"].append(max(strict))
-        st["self-chosen"].append(strict[self_best])
-        st["distinct images"].append(len({s.image.tobytes() for s in drawn}))
+        for st in (stats[classify(spec)], stats["(all)"]):
+            st["plain"].append(float(verdict(spec, SceneView.from_image(plain.image)).strict))
+            st["mean candidate"].append(sum(strict) / n)
+            st["best of N"].append(max(strict))
+            st["self-chosen"].append(strict[self_best])
+            st["distinct images"].append(len({s.image.tobytes() for s in drawn}))
+    print(f"N = {n}, {loop_div}")
     keys = ["plain", "mean candidate", "best of N", "self-chosen", "distinct images"]
     print("category | " + " | ".join(keys))
     for cat, st in sorted(stats.items()):
@@ -185,15 +198,99 @@ def bindings(run: Path) -> None:
             print(f"{it.name} | {' '.join(b)} | {len(mine)} | {sum(n)}/{len(n)} | +{pp} -{pm} | +{op} -{om}")
 
 
+def _strict_or_none(prompt: str, image: Image.Image) -> bool | None:
+    try:
+        return verdict(parse_prompt(prompt), SceneView.from_image(image.convert("RGB"))).strict
+    except ParseError:
+        return None
+
+
+def _rule_scores(p_yes: list[float], p_no: list[float]) -> dict[str, float]:
+    diff = [y - n for y, n in zip(p_yes, p_no)]
+    log_ratio = sum(math.log(max(y / max(y + n, 1e-12), 1e-9)) for y, n in zip(p_yes, p_no))
+    return {
+        "mean[p(yes) - p(no)]": sum(diff) / len(diff),
+        "min[p(yes) - p(no)]": min(diff),
+        "yes-ratio": sum(d > 0 for d in diff) / len(diff),
+        "sum log renormalised p(yes)": log_ratio,
+    }
+
+
+def rules(iter_dir: Path) -> None:
+    by_prompt: dict[int, list[dict]] = defaultdict(list)
+    for r in runio.read_jsonl(iter_dir / "candidates.jsonl"):
+        by_prompt[r["prompt_index"]].append(r)
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    names = list(_rule_scores([1.0], [0.0]))
+    for cands in by_prompt.values():
+        right = []
+        for c in cands:
+            with Image.open(iter_dir / c["image"]) as im:
+                right.append(_strict_or_none(c["prompt"], im))
+        if None in right:
+            continue
+        scored = [_rule_scores(c["p_yes"], c["p_no"]) for c in cands]
+        for st in (counts[classify(parse_prompt(cands[0]["prompt"]))], counts["(all)"]):
+            st["prompts"] += 1
+            st["any right"] += any(right)
+            for name in names:
+                order = sorted(range(len(cands)), key=lambda i: (-scored[i][name], cands[i]["k"]))
+                best, worst = right[order[0]], right[order[-1]]
+                st[name] += best
+                st[name + " pair"] += best and not worst
+                st[name + " reversed"] += worst and not best
+    print("per rule: first-ranked right / pairs right / pairs reversed")
+    print("category | prompts | any right | " + " | ".join(names))
+    for cat, st in sorted(counts.items()):
+        cells = [f"{st[n]} / {st[n + ' pair']} / {st[n + ' reversed']}" for n in names]
+        print(f"{cat} | {st['prompts']} | {st['any right']} | " + " | ".join(cells))
+
+
+def more(run: Path, below: float = 0.8, extra: int = 32) -> None:
+    cfg = load_config(run / "config.yaml")
+    adapter = load_adapter(cfg.model.name)
+    by_prompt: dict[int, list[dict]] = defaultdict(list)
+    for r in runio.read_jsonl(run / "iter_1" / "candidates.jsonl"):
+        by_prompt[r["prompt_index"]].append(r)
+    hard = [p for p, cands in by_prompt.items() if max(c["score"] for c in cands) < below]
+    print(f"{len(hard)} of {len(by_prompt)} prompts have no candidate scored >= {below}")
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for p in hard:
+        cands, prompt = by_prompt[p], by_prompt[p][0]["prompt"]
+        images = []
+        for c in cands:
+            with Image.open(run / "iter_1" / c["image"]) as im:
+                images.append(im.convert("RGB"))
+        seeds = [10_000_000 + 1000 * p + k for k in range(extra)]
+        new = [s.image for s in adapter.sample([prompt] * extra, seeds, diversity_from(cfg.sampling))]
+        yes, no = feedback.answer_all(adapter, new, [cands[0]["questions"]] * extra, batch_size=64)
+        scores = [c["score"] for c in cands] + [feedback.score(y, n, rule="prob_diff") for y, n in zip(yes, no)]
+        right = [_strict_or_none(prompt, im) for im in images + new]
+        if None in right:
+            continue
+        first = min(range(len(cands)), key=lambda i: (-scores[i], i))
+        every = min(range(len(scores)), key=lambda i: (-scores[i], i))
+        for st in (counts[classify(parse_prompt(prompt))], counts["(all)"]):
+            st["prompts"] += 1
+            st["right among 16"] += any(right[: len(cands)])
+            st[f"right among {len(scores)}"] += any(right)
+            st["chosen of 16 right"] += right[first]
+            st[f"chosen of {len(scores)} right"] += right[every]
+    keys = list(counts["(all)"])
+    print("category | " + " | ".join(keys))
+    for cat, st in sorted(counts.items()):
+        print(f"{cat} | " + " | ".join(str(st[k]) for k in keys))
+
+
 def main(argv: list[str]) -> None:
     on_model = {"relations": relations, "candidates": candidates}
-    on_run = {"pairs": pairs, "iterations": iterations, "bindings": bindings}
-    if len(argv) != 2 or argv[0] not in on_model | on_run:
+    on_run = {"pairs": pairs, "iterations": iterations, "bindings": bindings, "rules": rules, "more": more}
+    if not (argv and argv[0] in on_model | on_run and (len(argv) == 2 or argv[:1] == ["candidates"] and len(argv) == 3)):
         raise SystemExit(__doc__)
     torch.set_num_threads(1)
     if argv[0] in on_run:
         return on_run[argv[0]](Path(argv[1]))
-    on_model[argv[0]](load_adapter(argv[1]))
+    on_model[argv[0]](load_adapter(argv[1]), *argv[2:])
 
 
 if __name__ == "__main__":
