@@ -200,7 +200,7 @@ def bindings(run: Path) -> None:
 
 def _strict_or_none(prompt: str, image: Image.Image) -> bool | None:
     try:
-        return verdict(parse_prompt(prompt), SceneView.from_image(image.convert("RGB"))).strict
+        return judge_prompt(prompt, image.convert("RGB")).strict
     except ParseError:
         return None
 

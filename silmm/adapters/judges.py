@@ -107,17 +107,14 @@ class BlipJudge:
         """Full-vocabulary P(yes), P(no) at the answer decoder's first step; `batch_size` distinct images a call.
         Distinct means distinct objects: the loop passes one image object per candidate for all its questions."""
         _check_pairs(images, questions)
-        slot: dict[int, int] = {}  # id(image) -> its index among the distinct images
-        for image in images:
-            slot.setdefault(id(image), len(slot))
-        distinct = list({id(image): image for image in images}.values())
-        asked: list[list[int]] = [[] for _ in distinct]  # per distinct image: positions of its questions
+        asked: dict[int, list[int]] = {}  # id(image) -> positions of its questions, images in first-seen order
         for i, image in enumerate(images):
-            asked[slot[id(image)]].append(i)
+            asked.setdefault(id(image), []).append(i)
+        per_image = list(asked.values())
         p_yes, p_no = torch.zeros(len(images)), torch.zeros(len(images))
-        for start in range(0, len(distinct), self.batch_size):
-            rows = asked[start : start + self.batch_size]
-            embeds = self.vqa.encode_images(distinct[start : start + self.batch_size])
+        for start in range(0, len(per_image), self.batch_size):
+            rows = per_image[start : start + self.batch_size]
+            embeds = self.vqa.encode_images([images[row[0]] for row in rows])
             yes, no = self.vqa.probs(embeds, [[template.format(question=questions[i]) for i in row] for row in rows])
             order = [i for row in rows for i in row]
             p_yes[order], p_no[order] = yes, no
