@@ -7,7 +7,9 @@ Each scorer runs the same images in batches of `--batch` and one by one, `--repe
 ratio are printed in one table (and written as JSON with --json). Real-size mode builds BLIP ViT-B/16 at 480 px,
 CLIP ViT-B/32, OWLv2 B/16 at 960 px, Grounding DINO Swin-T + BERT-base at 800 px and DPT-hybrid at 480 px from
 their default configs with random weights: compute cost equals the real checkpoints', so per-image times give
-wall-time estimates (docs/EVAL.md). The DPG row asks each grid its own 16 questions, as DPG-Bench does.
+wall-time estimates (docs/EVAL.md). The DPG judge has two rows, each image asked its own 16 questions as DPG-Bench
+does: one where an image is one generated image (a tile; `python -m eval dpg-bench` judges 4 grids = 16 tiles per
+call), and one where it is a 2x2 grid of 4 such images (so its "one at a time" already batches 4 images).
 `build_tiny_judges` is also what the tests use: it saves every judge with save_pretrained to local folders.
 """
 
@@ -239,19 +241,19 @@ def _scorers(folders: dict[str, Path], *, device: str, real: bool) -> dict:
     depth = DptDepth.from_pretrained(str(folders["dpt"]), device=device, input_size=480 if real else 64)
     judge = BlipYesNoJudge(blip384)
     questions = ["a green bench?", "a blue bowl?", "a red dog?"]
-    grid_questions: dict[
-        int, list[str]
-    ] = {}  # each grid its own 16 questions (DPG mean ~ 15), as in DPG-Bench
+    own_questions: dict[int, list[str]] = {}  # each image its own 16 questions (DPG mean ~ 15), as in DPG-Bench
 
-    def dpg(ims):
+    def asked(im) -> list[str]:
+        n = len(own_questions)
+        return own_questions.setdefault(id(im), [f"is there a red dog number {n}-{k}?" for k in range(16)])
+
+    def dpg_tiles(ims):
+        return judge.answer(list(ims), [asked(im) for im in ims])
+
+    def dpg_grids(ims):
         from eval.dpg_bench import split_grid
 
-        for im in ims:
-            if id(im) not in grid_questions:
-                grid_questions[id(im)] = [
-                    f"is there a red dog number {len(grid_questions)}-{k}?" for k in range(16)
-                ]
-        tiles = [(t, grid_questions[id(im)]) for im in ims for t in split_grid(im)]
+        tiles = [(t, asked(im)) for im in ims for t in split_grid(im)]
         return judge.answer([t for t, _ in tiles], [q for _, q in tiles])
 
     return {
@@ -260,7 +262,8 @@ def _scorers(folders: dict[str, Path], *, device: str, real: bool) -> dict:
         "owlv2 detection (2 queries)": lambda ims: owl.detect(ims, [["dog", "cat"]] * len(ims)),
         "grounding dino detection (2 queries)": lambda ims: gdino.detect(ims, [["dog", "cat"]] * len(ims)),
         "dpt depth": lambda ims: depth.depth_maps(ims),
-        "dpg judge (2x2 grid, 4 tiles x 16 q)": dpg,
+        "dpg judge (1 image = 1 tile, 16 q)": dpg_tiles,
+        "dpg judge (2x2 grid = 4 tiles x 16 q)": dpg_grids,
     }
 
 
