@@ -6,6 +6,8 @@
 # reached the model targets in 107 CPU minutes from world-continuous (its card): the question here is the time.
 # Usage: [MAX_MINUTES=7] [DEVICE=cuda] [STEPS=16000] bash scripts/train_world_gpu.sh OUTDIR
 # (Stage 1 of the previous world-discrete ran an earlier version: `git show ea15b3c:scripts/train_world_gpu.sh`.)
+# wd_d starts from assets/world-continuous, which since session 16 has a second stage; the shipped world-discrete
+# started from the one-stage checkpoint of commit 3e1c87a.
 set -u
 OUT=${1:?OUTDIR}
 mkdir -p "$OUT"
