@@ -216,10 +216,16 @@ def _rule_scores(p_yes: list[float], p_no: list[float]) -> dict[str, float]:
     }
 
 
-def rules(iter_dir: Path) -> None:
+def _candidates_by_prompt(path: Path) -> dict[int, list[dict]]:
+    """candidates.jsonl rows grouped by prompt index, in file order."""
     by_prompt: dict[int, list[dict]] = defaultdict(list)
-    for r in runio.read_jsonl(iter_dir / "candidates.jsonl"):
+    for r in runio.read_jsonl(path):
         by_prompt[r["prompt_index"]].append(r)
+    return by_prompt
+
+
+def rules(iter_dir: Path) -> None:
+    by_prompt = _candidates_by_prompt(iter_dir / "candidates.jsonl")
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     names = list(_rule_scores([1.0], [0.0]))
     for cands in by_prompt.values():
@@ -249,9 +255,7 @@ def rules(iter_dir: Path) -> None:
 def more(run: Path, below: float = 0.8, extra: int = 32) -> None:
     cfg = load_config(run / "config.yaml")
     adapter = load_adapter(cfg.model.name)
-    by_prompt: dict[int, list[dict]] = defaultdict(list)
-    for r in runio.read_jsonl(run / "iter_1" / "candidates.jsonl"):
-        by_prompt[r["prompt_index"]].append(r)
+    by_prompt = _candidates_by_prompt(run / "iter_1" / "candidates.jsonl")
     hard = [p for p, cands in by_prompt.items() if max(c["score"] for c in cands) < below]
     print(f"{len(hard)} of {len(by_prompt)} prompts have no candidate scored >= {below}")
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
