@@ -5,7 +5,8 @@
 `create_demo(model)` builds the Blocks and does nothing else; it launches only under `__main__`. Layout first,
 event wiring at the end; each handler is a plain typed function over `silmm.app_backend.Backend` (models,
 training jobs, run folders; no torch here). The only folder written is the runs folder (env SILMM_RUNS_DIR,
-default ./runs); training runs in a `python -m silmm run` subprocess, one at a time, others queued.
+default ./runs); training runs in a `python -m silmm run` subprocess, one at a time, others queued. Gradio's usage
+analytics are off.
 """
 
 from __future__ import annotations
@@ -318,7 +319,7 @@ def create_demo(
     # -- layout ---------------------------------------------------------------------------------------------------
     models = be.models
     modes = be.modes_for(model if model in models else "")
-    with gr.Blocks(title="SILMM") as demo:
+    with gr.Blocks(title="SILMM", analytics_enabled=False) as demo:  # no usage telemetry from a research tool
         gr.Markdown(DESCRIPTION)
         with gr.Tabs() as tabs:
             with gr.Tab("Generate & inspect", id="generate"):

@@ -250,6 +250,7 @@ def test_named_api_endpoints_through_gradio_client(demo, model):
     try:
         api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
         assert ENDPOINTS <= set(api)
+        assert client.config["analytics_enabled"] is False  # the served app sends no usage telemetry
         gallery, cands, qs, note = client.predict(model, "a red circle", 2, 1, "nucleus", "prob_diff", "gt", api_name="/generate")  # fmt: skip
         assert len(gallery) == 2 and Path(gallery[0]["image"]).is_file() and "score" in gallery[0]["caption"]
         assert len(cands["data"]) == 2 and "oracle says" in qs["headers"]

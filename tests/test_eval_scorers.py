@@ -242,3 +242,21 @@ def test_keep_freed_memory_stops_the_page_faults_of_repeated_batches(tmp_path):
                                        capture_output=True, text=True, check=True).stdout) for mode in ("default", "kept")}  # fmt: skip
     assert faults["default"] > 10 * 2048  # 10 rounds of 64 MiB are 163,840 pages; measured 40,880 faults
     assert faults["kept"] < faults["default"] / 20
+
+
+def test_dpt_roofline_counts_hand_worked_flops():
+    """scripts.dpt_roofline: Conv2d 3->4 (3x3) on 8x8 = 256 outputs x 27 MACs; ConvTranspose 4->2 (k2, s2) = 256
+    inputs x 8 MACs; Linear 2->5 over 16x16 positions = 256 x 10 MACs; FLOPs = 2 x MACs."""
+    from scripts.dpt_roofline import count_flops
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+            self.up = torch.nn.ConvTranspose2d(4, 2, 2, stride=2)
+            self.head = torch.nn.Linear(2, 5)
+
+        def forward(self, pixel_values):
+            return self.head(self.up(self.conv(pixel_values)).permute(0, 2, 3, 1))
+
+    assert count_flops(Net(), torch.zeros(1, 3, 8, 8)) == 2 * (256 * 27 + 256 * 8 + 256 * 10)
