@@ -13,12 +13,12 @@ the batched/single ratio cannot rise by batching better. Medians of `--repeats`.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+
+from silmm.bench import median_seconds
 
 
 def count_flops(model: torch.nn.Module, pixels: torch.Tensor) -> float:
@@ -46,16 +46,6 @@ def count_flops(model: torch.nn.Module, pixels: torch.Tensor) -> float:
     return total
 
 
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def main(argv: list[str] | None = None) -> dict:
     from transformers import DPTForDepthEstimation
 
@@ -70,6 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
     keep_freed_memory()  # as python -m eval.bench
     torch.set_num_threads(1)
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    a @ b  # warm-up
     matmul = 2 * 1024**3 / median_seconds(lambda: a @ b, args.repeats) / 1e9
     with tempfile.TemporaryDirectory() as tmp:
         model = DPTForDepthEstimation.from_pretrained(build_tiny_judges(Path(tmp))["dpt"]).eval()
@@ -83,6 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
                 model(pixel_values=pixels[start : start + size])
 
     rows = {}
+    forward(args.batch)  # warm-up
     for mode, size in (("batched", args.batch), ("single", 1)):
         seconds = median_seconds(lambda s=size: forward(s), args.repeats)
         rows[mode] = {"ms_per_image": 1000 * seconds / args.images,

@@ -39,7 +39,7 @@ def naive_sample(adapter, prompts: list[str], seeds: list[int]) -> torch.Tensor:
     return torch.tensor(out)
 
 
-def _median_seconds(fn, repeats: int) -> float:
+def median_seconds(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
@@ -64,14 +64,14 @@ def main(argv: list[str] | None = None) -> dict:
     seeds = list(range(args.batch))
     div = Diversity("nucleus", top_p=0.95)
     adapter.sample(prompts[:2], seeds[:2], div)  # warm-up
-    batched = _median_seconds(lambda: adapter.sample(prompts, seeds, div), args.repeats) / args.batch
-    naive = _median_seconds(lambda: naive_sample(adapter, prompts[: args.naive], seeds[: args.naive]), args.repeats)
+    batched = median_seconds(lambda: adapter.sample(prompts, seeds, div), args.repeats) / args.batch
+    naive = median_seconds(lambda: naive_sample(adapter, prompts[: args.naive], seeds[: args.naive]), args.repeats)
     naive /= args.naive
     images = [s.image for s in adapter.sample(prompts, seeds, div)]
     questions = ["is there a red circle?", "are there exactly two objects?", "is the red circle to the left of the blue square?"]
     qi = [img for img in images for _ in questions]
     qq = [q for _ in images for q in questions]
-    vqa = _median_seconds(lambda: adapter.answer_yes_no(qi, qq), args.repeats)
+    vqa = median_seconds(lambda: adapter.answer_yes_no(qi, qq), args.repeats)
     result = {
         "model": args.model,
         "threads": args.threads,
