@@ -27,15 +27,14 @@ def count_flops(model: torch.nn.Module, pixels: torch.Tensor) -> float:
 
     def hook(module, inputs, output):
         nonlocal total
-        if isinstance(module, torch.nn.Linear):
-            total += 2 * inputs[0].numel() // module.in_features * module.in_features * module.out_features
-        else:  # each output element reads in_channels / groups x kernel inputs
-            k = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
-            if isinstance(module, torch.nn.ConvTranspose2d):  # each input element feeds out_channels x kernel outputs
-                k = module.out_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
-                total += 2 * inputs[0].numel() * k
-                return
-            total += 2 * output.numel() * k
+        if isinstance(module, torch.nn.Linear):  # each input element meets out_features weights
+            total += 2 * inputs[0].numel() * module.out_features
+        elif isinstance(module, torch.nn.ConvTranspose2d):  # each input element feeds out_channels / groups x kernel
+            kh, kw = module.kernel_size
+            total += 2 * inputs[0].numel() * module.out_channels // module.groups * kh * kw
+        else:  # Conv2d: each output element reads in_channels / groups x kernel inputs
+            kh, kw = module.kernel_size
+            total += 2 * output.numel() * module.in_channels // module.groups * kh * kw
 
     layers = (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, layers)]
