@@ -319,19 +319,26 @@ def run(cfg: DpgConfig, load_judge: Callable[[], object], *, out_dir: Path, mode
         raise EvalInputError("give exactly one of generate_fn (a model) or images_dir (a folder of images)")
     start = time.time()
     out_dir = Path(out_dir)
+    folder = out_dir / "images" if generate_fn is not None else Path(images_dir)
+
+    def checked_folder() -> dict[str, Path]:  # names come from the shipped manifest: nothing to download
+        names = [f"{s}.png" for s in sorted(manifest())[: cfg.limit]]
+        paths = validate_image_folder(folder, names, allowed=[f"{s}.png" for s in manifest()], rule=NAMING_RULE)
+        _check_square(paths)
+        return paths
+
+    if generate_fn is None:  # a given folder is checked before any download
+        paths = checked_folder()
     # 1. prompts and questions, verified and cross-checked
     prompts = load_prompts(cfg)
     rows = load_csv(cfg)
     questions = build_questions(rows, official_quirks=False)
     check_csv_matches(questions, list(prompts))
-    # 2. images: generate what is missing, then validate the folder before scoring
-    folder = out_dir / "images" if generate_fn is not None else Path(images_dir)
+    # 2. generated images: what is missing is drawn, then the folder is validated before scoring
     if generate_fn is not None:
         generate(generate_fn, prompts, folder, cfg, shard)
-    shard.wait()  # every process's grids are written before the folder is validated
-    paths = validate_image_folder(folder, [f"{s}.png" for s in prompts], allowed=[f"{s}.png" for s in manifest()],
-                                  rule=NAMING_RULE)  # fmt: skip
-    _check_square(paths)
+        shard.wait()  # every process's grids are written before the folder is validated
+        paths = checked_folder()
     # 3. judge (loaded now: one clear error if missing), answers cached per image
     judge = load_judge()
     cached = collect_answers(judge, prompts, paths, questions, cfg, out_dir / "answers.jsonl", shard)

@@ -400,6 +400,9 @@ def run(cfg: T2IConfig, load_judges: Callable[[], T2IJudges], *, out_dir: Path, 
         raise EvalInputError("give exactly one of generate_fn (a model) or images_dir (a folder of images)")
     start = time.time()
     out_dir = Path(out_dir)
+    if images_dir is not None and (absent := [c for c in cfg.categories if not _category_folder(images_dir, c).is_dir()]):
+        raise EvalInputError(f"image folder {images_dir} has no folder for {absent}: expected "
+                             f"{images_dir}/CATEGORY/samples/ or {images_dir}/CATEGORY/")  # fmt: skip
     # 1. prompts, verified
     prompts = {c: load_prompts(c, cfg)[: cfg.limit] for c in cfg.categories}
     # 2. images: generate what is missing, then validate every folder before scoring

@@ -97,6 +97,20 @@ def test_t2i_cli_rejects_bad_folder_before_scoring(t2i_folder, tmp_path, judges,
     assert not (tmp_path / "out" / "color" / "scores.jsonl").exists()  # nothing was scored
 
 
+def test_t2i_cli_names_a_missing_category_folder_before_any_download(t2i_folder, tmp_path, judges, monkeypatch, capsys):
+    def no_download(remote, **_):
+        raise AssertionError(f"{remote.relpath} was fetched before the folder was checked")
+
+    monkeypatch.setattr(t2i, "fetch_verified", no_download)
+    (t2i_folder / "numeracy" / "samples").rename(tmp_path / "elsewhere")
+    (t2i_folder / "numeracy").rmdir()
+    args = _t2i_args(t2i_folder, tmp_path / "out", judges)
+    at = args.index("--prompts-dir")
+    del args[at : at + 2]
+    assert main(args) == 2
+    assert f"image folder {t2i_folder} has no folder for ['numeracy']" in capsys.readouterr().err
+
+
 def test_t2i_cli_unknown_category_and_missing_judge(t2i_folder, tmp_path, judges, capsys):
     assert main(_t2i_args(t2i_folder, tmp_path / "o", judges, "--categories", "color,colour")) == 2
     assert "unknown T2I-CompBench categories ['colour']" in capsys.readouterr().err
@@ -138,6 +152,21 @@ def test_dpg_cli_with_hand_made_csv(tmp_path, judges):
         res["alternative"]["n_skipped"] == 1
     )  # quirk: first row dropped -> its child raises -> image skipped
     assert any("NOT verified" in d for d in res["protocol_deviations"])
+
+
+def test_dpg_cli_checks_a_given_folder_before_any_download(tmp_path, judges, monkeypatch, capsys):
+    def no_download(remote, **_):
+        raise AssertionError(f"{remote.relpath} was fetched before the folder was checked")
+
+    monkeypatch.setattr(dpg, "fetch_verified", no_download)
+    args = [*dpg_inputs(tmp_path, 2), "--judge", str(judges["blip"]), "--out", str(tmp_path / "out")]
+    for option in ("--prompts-dir", "--csv"):  # prompts and questions would have to be downloaded
+        at = args.index(option)
+        del args[at : at + 2]
+    victim = sorted((tmp_path / "grids").iterdir())[1]
+    victim.unlink()
+    assert main(args) == 2
+    assert f"missing (1): {victim.name!r}" in capsys.readouterr().err
 
 
 def test_dpg_cli_with_a_qwen_judge(tmp_path):
