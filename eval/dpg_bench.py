@@ -86,20 +86,24 @@ def manifest() -> dict[str, str]:
     return json.loads((Path(__file__).with_name("dpg_bench_manifest.json")).read_text())["files"]
 
 
+def selected_stems(files: dict[str, str], cfg: DpgConfig) -> list[str]:
+    """The prompt stems a run covers: the first `limit` of the manifest's `files`, sorted."""
+    return sorted(files)[: cfg.limit]
+
+
 def load_prompts(cfg: DpgConfig) -> dict[str, str]:
     """{stem: prompt} for the (first `limit`) official prompt files, each verified by its git blob hash."""
-    stems = sorted(manifest().items())[: cfg.limit]
+    files = manifest()
 
-    def one(item):
-        stem, blob = item
-        remote = RemoteFile(f"{stem}.txt", _RAW.format(commit=COMMIT, path=f"prompts/{stem}.txt"), blob)
+    def one(stem):
+        remote = RemoteFile(f"{stem}.txt", _RAW.format(commit=COMMIT, path=f"prompts/{stem}.txt"), files[stem])
         path = fetch_verified(
             remote, local_dir=cfg.prompts_dir, cache_dir=cfg.cache_dir / "dpg_bench" / "prompts"
         )
         return stem, path.read_text(encoding="utf-8").strip()
 
     with ThreadPoolExecutor(8) as pool:
-        return dict(pool.map(one, stems))
+        return dict(pool.map(one, selected_stems(files, cfg)))
 
 
 def load_csv(cfg: DpgConfig) -> list[dict]:
@@ -322,8 +326,9 @@ def run(cfg: DpgConfig, load_judge: Callable[[], object], *, out_dir: Path, mode
     folder = out_dir / "images" if generate_fn is not None else Path(images_dir)
 
     def checked_folder() -> dict[str, Path]:  # names come from the shipped manifest: nothing to download
-        names = [f"{s}.png" for s in sorted(manifest())[: cfg.limit]]
-        paths = validate_image_folder(folder, names, allowed=[f"{s}.png" for s in manifest()], rule=NAMING_RULE)
+        files = manifest()
+        names = [f"{s}.png" for s in selected_stems(files, cfg)]
+        paths = validate_image_folder(folder, names, allowed=[f"{s}.png" for s in files], rule=NAMING_RULE)
         _check_square(paths)
         return paths
 

@@ -28,6 +28,17 @@ def judges(tmp_path_factory):
     return build_tiny_judges(tmp_path_factory.mktemp("judges"))
 
 
+@pytest.fixture()
+def no_download(monkeypatch):
+    """Any download of an official file fails the test (the folder must be checked first)."""
+
+    def refuse(remote, **_):
+        raise AssertionError(f"{remote.relpath} was fetched before the folder was checked")
+
+    for module in (t2i, dpg):
+        monkeypatch.setattr(module, "fetch_verified", refuse)
+
+
 def _noise(seed, side=64):
     return Image.fromarray(np.random.RandomState(seed).randint(0, 255, (side, side, 3), dtype=np.uint8))
 
@@ -97,11 +108,7 @@ def test_t2i_cli_rejects_bad_folder_before_scoring(t2i_folder, tmp_path, judges,
     assert not (tmp_path / "out" / "color" / "scores.jsonl").exists()  # nothing was scored
 
 
-def test_t2i_cli_names_a_missing_category_folder_before_any_download(t2i_folder, tmp_path, judges, monkeypatch, capsys):
-    def no_download(remote, **_):
-        raise AssertionError(f"{remote.relpath} was fetched before the folder was checked")
-
-    monkeypatch.setattr(t2i, "fetch_verified", no_download)
+def test_t2i_cli_names_a_missing_category_folder_before_any_download(t2i_folder, tmp_path, judges, no_download, capsys):
     (t2i_folder / "numeracy" / "samples").rename(tmp_path / "elsewhere")
     (t2i_folder / "numeracy").rmdir()
     args = _t2i_args(t2i_folder, tmp_path / "out", judges)
@@ -154,11 +161,7 @@ def test_dpg_cli_with_hand_made_csv(tmp_path, judges):
     assert any("NOT verified" in d for d in res["protocol_deviations"])
 
 
-def test_dpg_cli_checks_a_given_folder_before_any_download(tmp_path, judges, monkeypatch, capsys):
-    def no_download(remote, **_):
-        raise AssertionError(f"{remote.relpath} was fetched before the folder was checked")
-
-    monkeypatch.setattr(dpg, "fetch_verified", no_download)
+def test_dpg_cli_checks_a_given_folder_before_any_download(tmp_path, judges, no_download, capsys):
     args = [*dpg_inputs(tmp_path, 2), "--judge", str(judges["blip"]), "--out", str(tmp_path / "out")]
     for option in ("--prompts-dir", "--csv"):  # prompts and questions would have to be downloaded
         at = args.index(option)
