@@ -135,6 +135,21 @@ def test_grounding_dino_end_to_end_in_unidet_frame(judges):
     assert dets[1] == gdino.detect(ims[1:], queries[1:])[0]
 
 
+@pytest.mark.parametrize("size", [(40, 30), (64, 64), (200, 150), (90, 300)])
+def test_grounding_dino_torch_pixels_match_the_pil_processor(judges, size):
+    """Up- and downscaled, square and long images: same shape as the PIL processor, values within 8-bit rounding."""
+    gdino = load_detector(str(judges["grounding_dino"]), threshold=None, text_threshold=0.25)
+    ims = _images(2, size=size)
+    want = gdino.processor.image_processor(images=ims, return_tensors="pt").pixel_values
+    got = gdino.pixels(ims)
+    assert got.shape == want.shape
+    # PIL rounds the resized image to 8 bits (in fixed point): back on the 0..255 scale, rounding ours matches
+    proc = gdino.processor.image_processor
+    mean, std = torch.tensor(proc.image_mean).view(1, 3, 1, 1), torch.tensor(proc.image_std).view(1, 3, 1, 1)
+    ours, pil = ((got * std + mean) * 255).round(), ((want * std + mean) * 255).round()
+    assert (ours - pil).abs().max() <= 1 and (ours == pil).float().mean() > 0.75
+
+
 def test_grounding_dino_phrases_and_thresholds_on_hand_made_outputs(judges):
     """Official rules on logits chosen by hand: caption "dog. cat." = [CLS] dog . cat . [SEP] (positions 0..5)."""
     gdino = load_detector(str(judges["grounding_dino"]), threshold=None, text_threshold=0.25)  # 0.35 / 0.25
