@@ -175,6 +175,24 @@ def test_qwen_image_loads_by_folder_with_identical_outputs(tmp_path):
 # --- judges ---------------------------------------------------------------------------------------------
 
 
+def test_qwen_judge_gives_the_language_model_its_3d_positions():
+    """As Qwen's processor does: image tokens get (time, row, column) positions and left padding is skipped."""
+    model, tok = T.build_qwen_vl()
+    judge = QwenVLJudge(model, tok, T.qwen_image_processor())
+    seen = {}
+    model.model.language_model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.update(pos=kwargs["position_ids"], mask=kwargs["attention_mask"]),
+        with_kwargs=True,
+    )
+    judge.answer_yes_no(IMAGES[:2], ["Red?", "Is the large striped object to the left of the circle?"])
+    pos, mask = seen["pos"], seen["mask"]
+    assert pos is not None and pos.shape[0] == 3  # (time, row, column) per token
+    for row in range(2):
+        real = pos[:, row, mask[row].bool()]
+        assert real[:, 0].tolist() == [0, 0, 0]  # counted from the first real token, not the first pad
+        assert not torch.equal(real[1], real[2])  # rows and columns differ inside the image
+
+
 @pytest.mark.parametrize("save, cls", [(T.save_qwen_vl, QwenVLJudge), (T.save_blip, BlipJudge)])
 def test_external_judge_loads_by_folder_and_answers(tmp_path, save, cls):
     judge = load_judge(save(str(tmp_path)), device="cpu")

@@ -70,11 +70,15 @@ class QwenVLJudge:
                 for thw, q in zip(grid_thw, questions[start : start + self.batch_size])
             ]
             enc = self.tokenizer(texts, padding=True, padding_side="left", return_tensors="pt")
+            input_ids = enc["input_ids"].to(device)
             logits = self.model(
-                input_ids=enc["input_ids"].to(device),
+                input_ids=input_ids,
                 attention_mask=enc["attention_mask"].to(device),
                 pixel_values=pixel_values.to(device, self.model.dtype),
                 image_grid_thw=grid_thw.to(device),
+                # image tokens = 1, as Qwen's processor marks them: without these the model skips its 3D (mrope)
+                # positions and counts positions from the first left-pad token
+                mm_token_type_ids=(input_ids == self.model.config.image_token_id).int(),
                 logits_to_keep=1,
             ).logits[:, -1]
             probs = logits.float().softmax(-1)
