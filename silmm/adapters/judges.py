@@ -56,45 +56,65 @@ class QwenVLJudge:
     def answer_yes_no(
         self, images: list[Image.Image], questions: list[str], template: str = VQA_TEMPLATE
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        _check_pairs(images, questions)
-        device = next(self.model.parameters()).device
-        merge = self.image_processor.merge_size**2
-        p_yes, p_no = [], []
-        for start in range(0, len(images), self.batch_size):
-            pixel_values, grid_thw = self._preprocess(images[start : start + self.batch_size])
-            texts = [
-                QWEN_VQA_CHAT.format(
-                    image_pads="<|image_pad|>" * (int(thw.prod()) // merge),
-                    question=template.format(question=q),
-                )
-                for thw, q in zip(grid_thw, questions[start : start + self.batch_size])
-            ]
-            enc = self.tokenizer(texts, padding=True, padding_side="left", return_tensors="pt")
-            input_ids = enc["input_ids"].to(device)
-            logits = self.model(
-                input_ids=input_ids,
-                attention_mask=enc["attention_mask"].to(device),
-                pixel_values=pixel_values.to(device, self.model.dtype),
-                image_grid_thw=grid_thw.to(device),
-                # image tokens = 1, as Qwen's processor marks them: without these the model skips its 3D (mrope)
-                # positions and counts positions from the first left-pad token
-                mm_token_type_ids=(input_ids == self.model.config.image_token_id).int(),
-                logits_to_keep=1,
-            ).logits[:, -1]
-            probs = logits.float().softmax(-1)
-            p_yes.append(probs[:, self.yes_ids].sum(-1).cpu())
-            p_no.append(probs[:, self.no_ids].sum(-1).cpu())
-        return torch.cat(p_yes), torch.cat(p_no)
+        """Full-vocabulary P(yes), P(no) at the first answer position; `batch_size` distinct images a call.
 
-    def _preprocess(self, images: list[Image.Image]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pixel patches and grid sizes for `images`; an image repeated in the batch (several questions about
-        one image) is preprocessed once."""
-        slot = {id(im): im for im in images}
-        vis = self.image_processor(images=[im.convert("RGB") for im in slot.values()], return_tensors="pt")
-        patches = torch.split(vis["pixel_values"], vis["image_grid_thw"].prod(-1).tolist())
-        position = {key: j for j, key in enumerate(slot)}
-        order = [position[id(im)] for im in images]
-        return torch.cat([patches[j] for j in order]), vis["image_grid_thw"][order]
+        The chat template puts the image before the question, so each distinct image (object) is encoded once:
+        its vision pass and the prompt up to the image's end run once, and all its questions continue from that
+        prefix's KV cache, with the positions the whole prompt would give them (Qwen's 3D positions)."""
+        _check_pairs(images, questions)
+        asked: dict[int, list[int]] = {}  # id(image) -> positions of its questions, images in first-seen order
+        for i, image in enumerate(images):
+            asked.setdefault(id(image), []).append(i)
+        per_image = list(asked.values())
+        p_yes, p_no = torch.zeros(len(images)), torch.zeros(len(images))
+        for start in range(0, len(per_image), self.batch_size):
+            rows = per_image[start : start + self.batch_size]
+            yes, no = self._answer([images[row[0]] for row in rows],
+                                   [[template.format(question=questions[i]) for i in row] for row in rows])  # fmt: skip
+            order = [i for row in rows for i in row]
+            p_yes[order], p_no[order] = yes, no
+        return p_yes, p_no
+
+    def _answer(self, images: list[Image.Image], questions: list[list[str]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """P(yes), P(no) for each image's questions, flattened in order: prefixes (left-padded) in one forward,
+        their KV cache repeated per question, then the question suffixes (left-padded) in a second forward."""
+        device = next(self.model.parameters()).device
+        vis = self.image_processor(images=[im.convert("RGB") for im in images], return_tensors="pt")
+        grid_thw = vis["image_grid_thw"].to(device)
+        merge = self.image_processor.merge_size**2
+        prefix, suffix = QWEN_VQA_CHAT.split("{question}")
+        pre = self.tokenizer([prefix.format(image_pads="<|image_pad|>" * (int(thw.prod()) // merge)) for thw in grid_thw],
+                             padding=True, padding_side="left", return_tensors="pt").to(device)  # fmt: skip
+        image_tokens = (pre.input_ids == self.model.config.image_token_id).int()
+        positions, _ = self.model.model.get_rope_index(
+            pre.input_ids, image_tokens, image_grid_thw=grid_thw, attention_mask=pre.attention_mask
+        )
+        cache = self.model(
+            input_ids=pre.input_ids,
+            attention_mask=pre.attention_mask,
+            position_ids=positions,
+            pixel_values=vis["pixel_values"].to(device, self.model.dtype),
+            image_grid_thw=grid_thw,
+            mm_token_type_ids=image_tokens,
+            use_cache=True,
+            logits_to_keep=1,
+        ).cache
+        owner = torch.tensor([k for k, qs in enumerate(questions) for _ in qs], device=device)
+        cache.reorder_cache(owner)  # one cache row per question
+        suf = self.tokenizer([q + suffix for qs in questions for q in qs], padding=True, padding_side="left",
+                             return_tensors="pt").to(device)  # fmt: skip
+        # text after the image continues from the prefix's largest position (as `get_rope_index` numbers it)
+        start = (positions * pre.attention_mask).amax(dim=(0, 2))[owner] + 1
+        text_positions = start[:, None] + (suf.attention_mask.cumsum(-1) - 1).clamp(min=0)
+        logits = self.model(
+            input_ids=suf.input_ids,
+            attention_mask=torch.cat([pre.attention_mask[owner], suf.attention_mask], dim=1),
+            position_ids=text_positions[None].expand(3, -1, -1),
+            cache=cache,
+            logits_to_keep=1,
+        ).logits[:, -1]
+        probs = logits.float().softmax(-1)
+        return probs[:, self.yes_ids].sum(-1).cpu(), probs[:, self.no_ids].sum(-1).cpu()
 
 
 class BlipJudge:
