@@ -41,6 +41,26 @@ def _check_pairs(images: list, questions: list) -> None:
         raise ValueError(f"got {len(images)} images but {len(questions)} questions; pass one per image")
 
 
+def _by_image(
+    images: list, questions: list[str], template: str, batch_size: int, answer
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """P(yes), P(no) per (image, question) pair from `answer(distinct images, their questions)`, `batch_size`
+    distinct images a call. Distinct means distinct objects: the loop passes one object per candidate."""
+    _check_pairs(images, questions)
+    asked: dict[int, list[int]] = {}  # id(image) -> positions of its questions, images in first-seen order
+    for i, image in enumerate(images):
+        asked.setdefault(id(image), []).append(i)
+    per_image = list(asked.values())
+    p_yes, p_no = torch.zeros(len(images)), torch.zeros(len(images))
+    for start in range(0, len(per_image), batch_size):
+        rows = per_image[start : start + batch_size]
+        asks = [[template.format(question=questions[i]) for i in row] for row in rows]
+        yes, no = answer([images[row[0]] for row in rows], asks)
+        order = [i for row in rows for i in row]
+        p_yes[order], p_no[order] = yes, no
+    return p_yes, p_no
+
+
 class QwenVLJudge:
     """Yes/no VQA with a `Qwen2_5_VLForConditionalGeneration`, its tokenizer and a Qwen2-VL image processor."""
 
@@ -61,19 +81,7 @@ class QwenVLJudge:
         The chat template puts the image before the question, so each distinct image (object) is encoded once:
         its vision pass and the prompt up to the image's end run once, and all its questions continue from that
         prefix's KV cache, with the positions the whole prompt would give them (Qwen's 3D positions)."""
-        _check_pairs(images, questions)
-        asked: dict[int, list[int]] = {}  # id(image) -> positions of its questions, images in first-seen order
-        for i, image in enumerate(images):
-            asked.setdefault(id(image), []).append(i)
-        per_image = list(asked.values())
-        p_yes, p_no = torch.zeros(len(images)), torch.zeros(len(images))
-        for start in range(0, len(per_image), self.batch_size):
-            rows = per_image[start : start + self.batch_size]
-            yes, no = self._answer([images[row[0]] for row in rows],
-                                   [[template.format(question=questions[i]) for i in row] for row in rows])  # fmt: skip
-            order = [i for row in rows for i in row]
-            p_yes[order], p_no[order] = yes, no
-        return p_yes, p_no
+        return _by_image(images, questions, template, self.batch_size, self._answer)
 
     def _answer(self, images: list[Image.Image], questions: list[list[str]]) -> tuple[torch.Tensor, torch.Tensor]:
         """P(yes), P(no) for each image's questions, flattened in order: prefixes (left-padded) in one forward,
@@ -130,19 +138,8 @@ class BlipJudge:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Full-vocabulary P(yes), P(no) at the answer decoder's first step; `batch_size` distinct images a call.
         Distinct means distinct objects: the loop passes one image object per candidate for all its questions."""
-        _check_pairs(images, questions)
-        asked: dict[int, list[int]] = {}  # id(image) -> positions of its questions, images in first-seen order
-        for i, image in enumerate(images):
-            asked.setdefault(id(image), []).append(i)
-        per_image = list(asked.values())
-        p_yes, p_no = torch.zeros(len(images)), torch.zeros(len(images))
-        for start in range(0, len(per_image), self.batch_size):
-            rows = per_image[start : start + self.batch_size]
-            embeds = self.vqa.encode_images([images[row[0]] for row in rows])
-            yes, no = self.vqa.probs(embeds, [[template.format(question=questions[i]) for i in row] for row in rows])
-            order = [i for row in rows for i in row]
-            p_yes[order], p_no[order] = yes, no
-        return p_yes, p_no
+        return _by_image(images, questions, template, self.batch_size,
+                         lambda ims, qs: self.vqa.probs(self.vqa.encode_images(ims), qs))  # fmt: skip
 
 
 def load_judge(spec: str, device=None, dtype=None) -> QwenVLJudge | BlipJudge:
