@@ -236,12 +236,12 @@ def _scorers(folders: dict[str, Path], *, device: str, real: bool) -> dict:
     blip480 = BlipVqa.from_pretrained(str(folders["blip"]), device=device, image_size=480 if real else 64)
     blip384 = BlipVqa.from_pretrained(str(folders["blip"]), device=device, image_size=384 if real else 64)
     clip = ClipScorer.from_pretrained(str(folders["clip"]), device=device)
-    # Random real-size detectors pass hundreds of boxes an image (883 of Grounding DINO's 900 at its 0.35), whose
-    # per-box post-processing a trained detector never pays (118 against 1.4 ms an image for 3 boxes, on the CPU):
-    # at real size no box passes, so the rows time preprocessing and the forward, as for a trained detector.
+    # Random real-size detectors pass hundreds of boxes an image, whose per-box post-processing a trained detector
+    # never pays (`python -m scripts.detector_postprocess_cost`): at real size no box passes, so the rows time
+    # preprocessing and the forward, as for a trained detector.
     owl = OwlDetector.from_pretrained(str(folders["owlv2"]), threshold=1.0 if real else 0.1, device=device)
-    gdino = GroundingDinoDetector.from_pretrained(str(folders["grounding_dino"]), device=device)
-    gdino.threshold = 1.0 if real else gdino.threshold
+    gdino = GroundingDinoDetector.from_pretrained(str(folders["grounding_dino"]), device=device,
+                                                  **({"threshold": 1.0} if real else {}))  # fmt: skip
     depth = DptDepth.from_pretrained(str(folders["dpt"]), device=device, input_size=480 if real else 64)
     judge = BlipYesNoJudge(blip384)
     questions = ["a green bench?", "a blue bowl?", "a red dog?"]

@@ -15,10 +15,10 @@ export PYTHONUNBUFFERED=1
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
   python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
   nproc; } > "$OUT/gpu.txt" 2>&1
-size=--real-size; qsize=; [ -n "${TINY:-}" ] && size= && qsize=--tiny
+size=--real-size; qsize=7b; [ -n "${TINY:-}" ] && size= && qsize=tiny
 timeout 170 python3 -m eval.bench $size --device "$DEVICE" --json "$OUT/bench.json" > "$OUT/bench.log" 2>&1
 echo "bench exit $? after $(( $(date +%s) - START )) s"; grep -v "Writing\|Loading" "$OUT/bench.log" | tail -12
-timeout 100 python3 -m scripts.qwen_judge_bench $qsize --device "$DEVICE" --json "$OUT/qwen.json" > "$OUT/qwen.log" 2>&1
+timeout 100 python3 -m scripts.qwen_judge_bench --size $qsize --device "$DEVICE" --json "$OUT/qwen.json" > "$OUT/qwen.log" 2>&1
 echo "qwen exit $? after $(( $(date +%s) - START )) s"; tail -6 "$OUT/qwen.log"
 left=$(( BUDGET - ($(date +%s) - START) - 40 ))
 minutes=$(python3 -c "print(max(0.2, round($left / 60, 2)))")
