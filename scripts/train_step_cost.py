@@ -2,7 +2,7 @@
 
 `python -m scripts.train_step_cost [--steps 12] [--repeats 3] [--threads 1,2] [--sizes 192x6,128x4]` runs
 `silmm.world.train.train` for a few steps per setting (the shipped recipes' batch, task mix and relation geometry
-target), takes the mean step time from its log (the first two steps left out; the log keeps 0.1 s), reports the median
+target), takes the mean step time from its log (the first three steps left out; the log keeps 0.1 s), reports the median
 of the repeats, and prints how many steps fit in 20 minutes next to the steps the shipped checkpoints were trained
 for (their cards). A 1024x1024 fp32 matmul
 on one thread, timed in the same run, says how fast this machine's core is.
@@ -46,6 +46,11 @@ def step_seconds(kind: str, hidden: int, layers: int, threads: int, steps: int) 
         train(kind, out, steps=steps, hidden=hidden, layers=layers, heads=hidden // 32, log_every=1, evaluate=False,
               task_mix=MIX[kind], relation_share=0.5, geometry_weight=1.0)  # fmt: skip
         seconds = [json.loads(line)["seconds"] for line in (Path(out) / "train_log.jsonl").read_text().splitlines()]
+    return mean_step(seconds)
+
+
+def mean_step(seconds: list[float]) -> float:
+    """Mean duration of steps 3.. from the run's clock after each step (`seconds[k]`: after step k)."""
     return (seconds[-1] - seconds[2]) / (len(seconds) - 3)
 
 
@@ -58,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--kinds", default="discrete,continuous")
     args = ap.parse_args(argv)
     if args.steps < 5 or args.repeats < 1:
-        raise SystemExit(f"--steps {args.steps} --repeats {args.repeats}: need steps >= 5 (the first two are left out), repeats >= 1")
+        raise SystemExit(f"--steps {args.steps} --repeats {args.repeats}: need steps >= 5 (the first three are left out), repeats >= 1")
     print(f"matmul 1024^2 fp32, 1 thread: {matmul_gflops():.1f} GFLOP/s")
     print(f"| kind | hidden x layers | threads | s/step (batch 48) | steps in {BUDGET_MINUTES} min | shipped recipe: steps, minutes here |")
     print("|---|---|---|---|---|---|")
@@ -67,6 +72,8 @@ def main(argv: list[str] | None = None) -> None:
             hidden, layers = (int(x) for x in size.split("x"))
             for threads in (int(t) for t in args.threads.split(",")):
                 s = statistics.median(step_seconds(kind, hidden, layers, threads, args.steps) for _ in range(args.repeats))
+                if s <= 0:
+                    raise SystemExit(f"{kind} {size}: {args.steps} steps ran within the log's 0.1 s clock; raise --steps")
                 recipe = RECIPE_STEPS[kind]
                 shipped = f"{recipe}, {recipe * s / 60:.0f}" if size == "192x6" else "-"
                 print(f"| {kind} | {size} | {threads} | {s:.3f} | {int(BUDGET_MINUTES * 60 / s)} | {shipped} |", flush=True)

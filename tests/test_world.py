@@ -438,3 +438,19 @@ def test_world_probe_bindings_counts_a_tiny_run(tmp_path, capsys):
     # one prompt asks for the held-out striped triangle; 1 of its 2 candidates draws it; its own pair prefers it,
     # the other prompt's pair rejects an image that draws it
     assert lines[1:] == ["iter_1 | striped triangle | 1 | 1/2 | +1 -0 | +0 -1"]
+
+
+def test_train_step_cost_measures_through_the_training_script(monkeypatch, capsys):
+    from scripts import train_step_cost
+
+    # the clock after steps 0..5; steps 3, 4 and 5 took 0.5, 0.5 and 1.0 s
+    assert train_step_cost.mean_step([0.4, 0.8, 1.0, 1.5, 2.0, 3.0]) == pytest.approx(2.0 / 3)
+    monkeypatch.setenv("SILMM_THREADS", "1")  # the script sets it per setting; restored afterwards
+    train_step_cost.main(["--steps", "12", "--repeats", "1", "--threads", "1", "--sizes", "32x1", "--kinds", "discrete"])
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| discrete |")]
+    assert len(row) == 1
+    kind, size, threads, seconds, in_budget, shipped = (c.strip() for c in row[0].strip("|").split("|"))
+    assert (size, threads, shipped) == ("32x1", "1", "-") and float(seconds) > 0
+    assert int(in_budget) == pytest.approx(20 * 60 / float(seconds), rel=0.05)  # s/step is printed rounded
+    with pytest.raises(SystemExit, match="--steps 4"):
+        train_step_cost.main(["--steps", "4"])
