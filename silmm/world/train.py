@@ -269,10 +269,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--log-every", type=int, default=100)
     ap.add_argument("--init", help="start from this checkpoint folder (a later training stage)")
     ap.add_argument("--task-mix", help=f"e.g. see=0.6,draw=0.3,ask=0.05,write=0.05 (default {TASK_MIX})")
-    ap.add_argument("--relation-share", type=float, default=RELATION_SHARE,
+    # the shipped recipes' settings (assets/world-*/README.md); without them the judge does not learn to read relations
+    ap.add_argument("--relation-share", type=float, default=0.5,
                     help="share of VQA examples that ask a relation question (default %(default)s)")  # fmt: skip
-    ap.add_argument("--geometry-weight", type=float, default=0.0,
-                    help="weight of the relation geometry auxiliary (data.relation_geometry); 0 = off")  # fmt: skip
+    ap.add_argument("--geometry-weight", type=float, default=1.0,
+                    help="weight of the relation geometry auxiliary (data.relation_geometry); 0 = off (default %(default)s)")  # fmt: skip
     ap.add_argument("--no-eval", action="store_true",
                     help="skip the card's quick evaluation (python -m eval world measures the model later)")  # fmt: skip
     args = ap.parse_args(argv)
