@@ -4,8 +4,8 @@
 `silmm.world.train.train` for a few steps per setting (the shipped recipes' batch, task mix and relation geometry
 target), takes the mean step time from its log (the first three steps left out; the log keeps 0.1 s), reports the median
 of the repeats, and prints how many steps fit in 20 minutes next to the steps the shipped checkpoints were trained
-for (their cards). A 1024x1024 fp32 matmul
-on one thread, timed in the same run, says how fast this machine's core is.
+for (their cards; all at the discrete or continuous step cost, although the discrete recipe starts from continuous
+stage 1). A 1024x1024 fp32 matmul on one thread, timed in the same run, says how fast this machine's core is.
 """
 
 from __future__ import annotations
