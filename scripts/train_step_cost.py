@@ -44,7 +44,7 @@ def step_seconds(kind: str, hidden: int, layers: int, threads: int, steps: int) 
     os.environ["SILMM_THREADS"] = str(threads)  # train() sets torch's thread count from it
     with tempfile.TemporaryDirectory() as out:
         train(kind, out, steps=steps, hidden=hidden, layers=layers, heads=hidden // 32, log_every=1, evaluate=False,
-              task_mix=MIX[kind], relation_share=0.5, geometry_weight=1.0)  # fmt: skip
+              task_mix=MIX[kind])  # relation share and geometry weight: train()'s defaults, the recipes'
         seconds = [json.loads(line)["seconds"] for line in (Path(out) / "train_log.jsonl").read_text().splitlines()]
     return mean_step(seconds)
 

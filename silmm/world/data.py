@@ -248,7 +248,7 @@ def relation_question(view: SceneView, rng: random.Random) -> str | None:
     return _relation_q(ea, rel, eb)
 
 
-RELATION_SHARE = 0.25  # share of VQA examples that ask a `relation_question`
+RELATION_SHARE = 0.5  # share of VQA examples that ask a `relation_question` (the shipped recipes' setting)
 
 
 class ExampleMaker:

@@ -27,6 +27,7 @@ from silmm.world.scene import GRID
 
 TASK_MIX = {"draw": 0.35, "see": 0.45, "ask": 0.1, "write": 0.1}
 OBJECT_CELL_WEIGHT = 4.0
+GEOMETRY_WEIGHT = 1.0  # weight of the relation geometry auxiliary (the shipped recipes' setting; 0 = off)
 
 
 def collate(examples: list[dict], pad: int) -> dict:
@@ -115,7 +116,7 @@ def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: 
           hidden: int = 192, layers: int = 6, heads: int = 6, log_every: int = 100, device: str = "cpu",
           workers: int = 0, max_minutes: float | None = None, init: str | None = None,
           task_mix: dict[str, float] | None = None, relation_share: float = RELATION_SHARE,
-          geometry_weight: float = 0.0, evaluate: bool = True) -> dict:
+          geometry_weight: float = GEOMETRY_WEIGHT, evaluate: bool = True) -> dict:
     torch.set_num_threads(int(os.environ.get("SILMM_THREADS", "1")))
     torch.manual_seed(seed)  # script entry point: the only place that seeds globally
     dev = torch.device(device)
@@ -270,9 +271,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--init", help="start from this checkpoint folder (a later training stage)")
     ap.add_argument("--task-mix", help=f"e.g. see=0.6,draw=0.3,ask=0.05,write=0.05 (default {TASK_MIX})")
     # the shipped recipes' settings (assets/world-*/README.md); without them the judge does not learn to read relations
-    ap.add_argument("--relation-share", type=float, default=0.5,
+    ap.add_argument("--relation-share", type=float, default=RELATION_SHARE,
                     help="share of VQA examples that ask a relation question (default %(default)s)")  # fmt: skip
-    ap.add_argument("--geometry-weight", type=float, default=1.0,
+    ap.add_argument("--geometry-weight", type=float, default=GEOMETRY_WEIGHT,
                     help="weight of the relation geometry auxiliary (data.relation_geometry); 0 = off (default %(default)s)")  # fmt: skip
     ap.add_argument("--no-eval", action="store_true",
                     help="skip the card's quick evaluation (python -m eval world measures the model later)")  # fmt: skip
