@@ -34,7 +34,7 @@ from silmm.world.data import (
 )
 from silmm.world.grammar import Entity
 from silmm.world.layout import random_scene
-from silmm.world.model import WorldLM, _left_pad, build_tokenizer, world_config
+from silmm.world.model import WorldLM, build_tokenizer, left_pad, world_config
 from silmm.world.oracle import SceneView, holds
 from silmm.world.questions import _words, answer
 from silmm.world.scene import GRID
@@ -69,7 +69,7 @@ def batch(rng: random.Random, vocab: dict[str, int], pad: int, n: int):
         e = example(rng, vocab)
         if e is not None:
             rows.append(e)
-    ids, mask, _ = _left_pad([r[0] for r in rows], pad)  # the answer is read at the last position
+    ids, mask, _ = left_pad([r[0] for r in rows], pad)  # the answer is read at the last position
     yes = torch.tensor([int(r[1]) for r in rows])
     flipped = torch.tensor([r[2] for r in rows])
     geometry = torch.tensor([r[3] for r in rows])  # (n, 36, 1 + relations)

@@ -265,6 +265,27 @@ def test_conformance(kind, tmp_path):
     C.check_foreign_adapter(tiny_world(kind), str(tmp_path / "foreign"))
 
 
+def test_shared_question_prefix_answers_equal_whole_sequences():
+    """Each distinct question's prefix runs once and its cache serves every image asked it: the answers must equal
+    whole sequences', for questions of different lengths, repeated pairs and an attached LoRA."""
+    adapter = tiny_world("discrete", seed=3)
+    adapter.add_lora(r=2, alpha=4, dropout=0.0, target_modules=["q_proj", "v_proj"])
+    with torch.no_grad():  # sharp attention, so that positions and padding matter; a LoRA that counts
+        for name, param in adapter.base.named_parameters():
+            if "lora_B" in name or name.endswith(("q_proj.base_layer.weight", "k_proj.weight")):
+                param.normal_(0, 0.3)
+    images = [render([Obj(1, 1, "circle", "red", size="small")]), render([Obj(3, 4, "square", "blue", "dotted")])]
+    questions = ["is there a circle?", "is the red circle to the left of the blue square?", "are there exactly two objects?"]
+    pairs = [(im, q) for q in questions for im in images] + [(images[0], questions[1])]
+    whole = adapter.answer_yes_no([im for im, _ in pairs], [q for _, q in pairs], share_prefix=False)
+    shared = adapter.answer_yes_no([im for im, _ in pairs], [q for _, q in pairs])
+    for a, b in zip(whole, shared):
+        assert torch.allclose(a, b, atol=1e-6), (a, b)
+    assert not torch.allclose(whole[0][0], whole[0][1])  # the images differ, so must the answers
+    alone = adapter.answer_yes_no([images[1]], [questions[0]])  # the shortest question, padded in the batch
+    assert torch.allclose(alone[0], shared[0][1:2], atol=1e-6)
+
+
 @pytest.mark.parametrize("name", ["world-discrete", "world-continuous"])
 def test_shipped_checkpoint_loads_draws_and_answers(name):
     from silmm.adapters import load_adapter

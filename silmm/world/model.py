@@ -182,7 +182,8 @@ class WorldLM(LlamaForCausalLM):
 # ---- inference: batched, KV-cached, every sample seeded by its own generator --------------------------------
 
 
-def _left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def left_pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ids, attention mask, positions) of `rows` padded on the left; real tokens take positions 0, 1, ..."""
     width = max(len(r) for r in rows)
     ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
@@ -216,7 +217,7 @@ def generate_tokens(
 ) -> torch.Tensor:
     """(B, n_new) continuation of each row. seeds=None -> greedy. `allowed` (V,) bool restricts the vocabulary."""
     device = model.device
-    ids, mask, pos = (t.to(device) for t in _left_pad(rows, model.config.pad_token_id))
+    ids, mask, pos = (t.to(device) for t in left_pad(rows, model.config.pad_token_id))
     gens = None if seeds is None else [torch.Generator().manual_seed(int(s)) for s in seeds]
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
     cache, new = out.cache, []
