@@ -2,19 +2,17 @@
 
     python app.py [--model NAME] [--port P] [--runs-dir DIR]        (default model: the built-in world-discrete)
 
-`create_demo(model)` builds the Blocks and does nothing else; it launches only under `__main__`. Layout first,
-event wiring at the end; each handler is a plain typed function over `silmm.app_backend.Backend` (models,
-training jobs, run folders; no torch here). The only folder written is the runs folder (env SILMM_RUNS_DIR,
-default ./runs); training runs in a `python -m silmm run` subprocess, one at a time, others queued. Gradio's usage
-analytics are off.
+`create_demo(model)` builds the Blocks and does nothing else; it launches only under `__main__`. One function per
+tab lays out its components, `wire` connects every event, and each handler is a plain typed method of `Handlers`
+over `silmm.app_backend.Backend` (models, training jobs, run folders; no torch here; the HTML, tables and figures
+come from `silmm.app_views`). The only folder written is the runs folder (env SILMM_RUNS_DIR, default ./runs);
+training runs in a `python -m silmm run` subprocess, one at a time, others queued. Gradio's usage analytics are off.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
-import io
 import shutil
 import tempfile
 import time
@@ -24,8 +22,8 @@ from pathlib import Path
 
 import gradio as gr
 import pandas as pd
-from PIL import Image
 
+from silmm import app_eval
 from silmm.app_backend import (
     BENCHMARKS,
     LIMITS,
@@ -34,15 +32,24 @@ from silmm.app_backend import (
     Backend,
     InputError,
     RunForm,
+)
+from silmm.app_views import (
+    big,
+    compare_card,
+    compare_prompts_table,
+    compare_questions_table,
     curves_figure,
     results_figure,
+    results_table,
+    truth,
+    verdict,
+    yes_no,
 )
 from silmm.config import QUESTION_MODES, SCORE_RULES
 from silmm.world.grammar import ALL_CATEGORIES, CATEGORIES
 
 T2I_CATEGORIES = ("color", "shape", "texture", "spatial", "3d_spatial", "numeracy", "non_spatial", "complex")
 LOG_LINES = 14
-SHOW_PX = 192  # world images are 64 px: shown enlarged without smoothing
 DESCRIPTION = """# SILMM: self-improving multimodal models
 A model writes compositional prompts, draws N candidates per prompt, asks itself yes/no questions about each
 image, and trains on its own best-vs-worst pairs (Qu et al., CVPR 2025). On the built-in world an exact oracle
@@ -58,109 +65,24 @@ def user_errors() -> Iterator[None]:
         raise gr.Error(str(err), print_exception=False) from None
 
 
-def big(image: Image.Image) -> Image.Image:
-    return image.resize((SHOW_PX, SHOW_PX), Image.NEAREST) if image.width < SHOW_PX else image
+class Handlers:
+    """Each event's function over one `Backend`: plain typed values in, component values out; bad input becomes a
+    gr.Error. The method names are the app's API names (`/generate`, `/start_run`, ...)."""
 
+    def __init__(self, be: Backend):
+        self.be = be
 
-def data_uri(image: Image.Image) -> str:
-    buf = io.BytesIO()
-    big(image).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def yes_no(p_yes: float, p_no: float) -> str:
-    return "yes" if p_yes > p_no else "no"
-
-
-def truth(value: bool | None) -> str:
-    return "" if value is None else ("yes" if value else "no")
-
-
-def verdict(oracle: dict | None) -> str:
-    if oracle is None:
-        return ""
-    return "strict ✓" if oracle["strict"] else "facts ✓" if oracle["facts_only"] else "✗"
-
-
-def compare_card(item: dict, iteration: int) -> str:
-    """One prompt: the before and after images side by side, the per-question answers, the score change."""
-    b, a = item["before"], item["after"]
-    world = "oracle" in b
-    rows = []
-    for i, q in enumerate(item["questions"]):
-        cells = [
-            escape(q),
-            f"{b['p_yes'][i]:.2f} / {b['p_no'][i]:.2f}",
-            f"{a['p_yes'][i]:.2f} / {a['p_no'][i]:.2f}",
-        ]
-        if world:
-            cells.append(f"{truth(b['oracle']['answers'][i])} → {truth(a['oracle']['answers'][i])}")
-        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    heads = ["question", "before p(yes) / p(no)", "after p(yes) / p(no)"] + (["oracle"] if world else [])
-    table = "<table><tr>" + "".join(f"<th>{h}</th>" for h in heads) + "</tr>" + "".join(rows) + "</table>"
-
-    def figure(side: dict, label: str) -> str:
-        note = f"<br>oracle: {verdict(side['oracle'])}" if world else ""
-        return f"<figure><img src='{data_uri(side['image'])}'><figcaption>{label}{note}</figcaption></figure>"
-
-    color = "#1a7f37" if item["gain"] > 0 else "#cf222e" if item["gain"] < 0 else "#57606a"
-    head = (
-        f"<b>{escape(item['prompt'])}</b> · {item['category']} · seed {item['seed']} · score {b['score']:+.3f} → "
-        f"{a['score']:+.3f} <span style='color:{color}'>({item['gain']:+.3f})</span>"
-    )
-    body = figure(b, f"before (iter {iteration - 1})") + figure(a, f"after (iter {iteration})") + table
-    return f"<div class='silmm-cmp'><div>{head}</div><div class='silmm-cmp-row'>{body}</div></div>"
-
-
-def compare_prompts_table(items: list[dict]) -> pd.DataFrame:
-    rows = []
-    for it in items:
-        b, a = it["before"], it["after"]
-        row = {"prompt": it["prompt"], "category": it["category"], "seed": it["seed"],
-               "score before": round(b["score"], 4), "score after": round(a["score"], 4), "gain": round(it["gain"], 4)}  # fmt: skip
-        if "oracle" in b:
-            row |= {"oracle before": verdict(b["oracle"]), "oracle after": verdict(a["oracle"])}
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def compare_questions_table(items: list[dict]) -> pd.DataFrame:
-    rows = []
-    for it in items:
-        b, a = it["before"], it["after"]
-        for i, q in enumerate(it["questions"]):
-            row = {"prompt": it["prompt"], "question": q, "before p(yes)": round(b["p_yes"][i], 4),
-                   "before p(no)": round(b["p_no"][i], 4), "after p(yes)": round(a["p_yes"][i], 4),
-                   "after p(no)": round(a["p_no"][i], 4)}  # fmt: skip
-            if "oracle" in b:
-                row["oracle before -> after"] = (
-                    f"{truth(b['oracle']['answers'][i])} -> {truth(a['oracle']['answers'][i])}"
-                )
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def create_demo(
-    model: str = "world-discrete",
-    *,
-    runs_dir: str | None = None,
-    models: list[str] | None = None,
-    backend: Backend | None = None,
-) -> gr.Blocks:
-    be = backend or Backend(model, runs_dir=runs_dir, models=models)
-
-    # -- handlers -------------------------------------------------------------------------------------------------
-    def random_prompt(model: str, category: str, seed: float) -> str:
+    def random_prompt(self, model: str, category: str, seed: float) -> str:
         with user_errors():
-            return be.random_prompt(model, category, int(seed or 0))
+            return self.be.random_prompt(model, category, int(seed or 0))
 
     def generate(
-        model: str, prompt: str, n: float, seed: float, mode: str, rule: str, questions: str,
+        self, model: str, prompt: str, n: float, seed: float, mode: str, rule: str, questions: str,
         progress: gr.Progress = gr.Progress(),  # noqa: B008
     ) -> tuple[list, pd.DataFrame, pd.DataFrame, str]:  # fmt: skip
         progress(0.1, desc="drawing and judging")
         with user_errors():
-            res = be.generate(model, prompt, n, seed, mode=mode, rule=rule, questions=questions)
+            res = self.be.generate(model, prompt, n, seed, mode=mode, rule=rule, questions=questions)
         gallery, cands, qrows = [], [], []
         for c in res["candidates"]:
             o = c.get("oracle")
@@ -179,47 +101,38 @@ def create_demo(
                     r |= {"oracle says": truth(o["answers"][i])}
                 qrows.append(r)
         note = f"**{len(res['candidates'])} candidates** for *{res['prompt']}*, {len(res['questions'])} questions each."
-        return (
-            gallery,
-            pd.DataFrame(cands),
-            pd.DataFrame(qrows),
-            note + (f"  \n⚠ {res['note']}" if res["note"] else ""),
-        )
+        return gallery, pd.DataFrame(cands), pd.DataFrame(qrows), note + (f"  \n⚠ {res['note']}" if res["note"] else "")
 
     def start_run(
-        name: str, model: str, iterations: float, categories: list[str], per_category: float, n: float,
+        self, name: str, model: str, iterations: float, categories: list[str], per_category: float, n: float,
         beta: float, gamma: float, mode: str, rule: str, questions: str, min_gap: float, heldout: bool, seed: float,
     ) -> tuple[str, str]:  # fmt: skip
         with user_errors():
             form = RunForm(name=(name or "").strip(), model=model, iterations=iterations, categories=tuple(categories or ()),
                            per_category=per_category, n=n, beta=beta, gamma=gamma, mode=mode, rule=rule,
                            questions=questions, min_gap=min_gap, heldout_eval=bool(heldout), seed=int(seed or 0))  # fmt: skip
-            job = be.start_run(form)
+            job = self.be.start_run(form)
         return job.run, f"queued run **{job.run}** (job {job.id})"
 
-    def resume_run(name: str, iterations: float) -> tuple[str, str]:
+    def resume_run(self, name: str, iterations: float) -> tuple[str, str]:
         with user_errors():
-            job = be.resume_run((name or "").strip(), int(iterations) if iterations else None)
+            job = self.be.resume_run((name or "").strip(), int(iterations) if iterations else None)
         return job.run, f"queued resume of **{job.run}** (job {job.id})"
 
-    def stop_run(name: str) -> str:
+    def stop_run(self, name: str) -> str:
         with user_errors():
-            job = be.stop_run((name or "").strip() or None)
+            job = self.be.stop_run((name or "").strip() or None)
         return f"stopped **{job.run}** (was {job.id})"
 
-    def job_panel(run: str) -> tuple[str, str, object, str]:
-        v = be.job_view(run or None)
+    def job_panel(self, run: str) -> tuple[str, str, object, str]:
+        v = self.be.job_view(run or None)
         job, prog = v["job"], v["progress"]
         if job is None:
             return "No training job yet: fill in the form and press **Start**.", "", curves_figure([]), ""
-        where = {0: "running", None: job.state}.get(
-            v["position"], f"queued, position {v['position']} in line"
-        )
+        where = {0: "running", None: job.state}.get(v["position"], f"queued, position {v['position']} in line")
         status = f"**{job.run}** · {where}" + (f" · exit status {job.returncode}" if job.returncode else "")
         if len(v["queue"]) > 1:
-            status += "  \nqueue: " + ", ".join(
-                f"{q['position']}. {q['run']} ({q['state']})" for q in v["queue"]
-            )
+            status += "  \nqueue: " + ", ".join(f"{q['position']}. {q['run']} ({q['state']})" for q in v["queue"])
         stages = ""
         if prog:
             marks = " → ".join(("✓ " if s in prog["done"] else "▶ " if s == prog["stage"] else "") + s
@@ -232,11 +145,11 @@ def create_demo(
             stages += "  \n" + "  \n".join(f"`{ln}`" for ln in done[-5:])
         return status, stages, curves_figure(v["summary"]), "\n".join(lines[-LOG_LINES:])
 
-    def watch_run(run: str, progress: gr.Progress = gr.Progress()) -> Iterator[tuple]:  # noqa: B008
+    def watch_run(self, run: str, progress: gr.Progress = gr.Progress()) -> Iterator[tuple]:  # noqa: B008
         """Streams the job panel until the job is neither queued nor running (also after a browser reload)."""
         last = None
         while True:
-            v = be.job_view(run or None)
+            v = self.be.job_view(run or None)
             job = v["job"]
             state = job and job.state  # read once: the worker thread changes job.state while this loop runs
             key = (job and (job.id, state, v["position"]), len(v["summary"]), v["log"][-300:])
@@ -245,271 +158,246 @@ def create_demo(
                 progress(p["fraction"], desc=f"iteration {p['iteration']}/{p['iterations']}: {p['stage']}")
             if key != last:
                 last = key
-                yield job_panel(run)
+                yield self.job_panel(run)
             if job is None or state not in ("queued", "running"):
                 return
             time.sleep(1.0)
 
-    def compare(run: str, iteration: str, category: str, sort: str, limit: float) -> tuple[str, pd.DataFrame, pd.DataFrame]:  # fmt: skip
+    def compare(self, run: str, iteration: str, category: str, sort: str, limit: float) -> tuple[str, pd.DataFrame, pd.DataFrame]:  # fmt: skip
         with user_errors():
             it = str(iteration or "").removeprefix("iter_")
             if not it.isdigit():
                 raise InputError(f"choose an iteration of run {run!r} (iter_<k>), not {iteration!r}")
-            res = be.compare(run, int(it), category=category or "all", sort=sort, limit=limit)
+            res = self.be.compare(run, int(it), category=category or "all", sort=sort, limit=limit)
         cards = "".join(compare_card(item, res["iteration"]) for item in res["items"])
         head = f"<p>Run <b>{escape(res['run'])}</b>, iteration {res['iteration']}: {len(res['items'])} prompts, the same seeds before and after.</p>"  # fmt: skip
         return head + cards, compare_prompts_table(res["items"]), compare_questions_table(res["items"])
 
     def evaluate(
-        benchmark: str, model: str, adapter: str, categories: list[str], limit: float, images_per_prompt: float,
+        self, benchmark: str, model: str, adapter: str, categories: list[str], limit: float, images_per_prompt: float,
         progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008
     ) -> tuple[str, pd.DataFrame, object, list[str]]:  # fmt: skip
         progress(0, desc=f"{benchmark}: loading")
         with user_errors():
-            out = be.evaluate(benchmark, model, "" if adapter in (None, "", "(none)") else adapter,
-                              categories=categories, limit=limit, images_per_prompt=images_per_prompt)  # fmt: skip
+            out = app_eval.evaluate(self.be, benchmark, model, "" if adapter in (None, "", "(none)") else adapter,
+                                    categories=categories, limit=limit, images_per_prompt=images_per_prompt)  # fmt: skip
         res = out["results"] | {"label": out["label"]}
-        table = results_table([res])
         files = [p for p in (out["dir"] / "results.json", out["dir"] / "results.csv") if p.is_file()]
         tmp = Path(tempfile.mkdtemp(prefix="silmm-eval-"))
         files = [str(shutil.copy(p, tmp / f"{benchmark}-{out['label']}-{p.name}")) for p in files]
         summary = f"**{benchmark}** · {out['label']} · overall **{res.get('overall', float('nan')):.3f}** · {res.get('n_prompts', '?')} prompts · {res.get('seconds', '?')} s"  # fmt: skip
-        return summary, table, results_figure([res]), files
+        return summary, results_table([res]), results_figure([res]), files
 
-    def overlay(keys: list[str]) -> tuple[pd.DataFrame, object]:
+    def overlay(self, keys: list[str]) -> tuple[pd.DataFrame, object]:
         with user_errors():
             if not keys:
-                raise InputError(f"choose one or more saved results; saved: {be.saved_results()}")
-            results = [be.load_results(k) for k in keys]
+                raise InputError(f"choose one or more saved results; saved: {app_eval.saved_results(self.be.runs_dir)}")
+            results = [app_eval.load_results(self.be.runs_dir, k) for k in keys]
         return results_table(results), results_figure(results)
 
-    def list_runs() -> pd.DataFrame:
-        return pd.DataFrame(be.list_runs())
+    def list_runs(self) -> pd.DataFrame:
+        return pd.DataFrame(self.be.list_runs())
 
-    def refresh_choices() -> tuple:
-        runs = be.run_names()
-        adapters = ["(none)"] + [f"{r}/iter_{k}" for r in runs for k in be.iterations_with_adapter(r)]
-        return (gr.Dropdown(choices=runs), gr.Dropdown(choices=adapters), gr.Dropdown(choices=be.saved_results()),
-                gr.Dropdown(choices=runs), pd.DataFrame(be.list_runs()))  # fmt: skip
+    def refresh_choices(self) -> tuple:
+        runs = self.be.run_names()
+        adapters = ["(none)"] + [f"{r}/iter_{k}" for r in runs for k in self.be.iterations_with_adapter(r)]
+        saved = app_eval.saved_results(self.be.runs_dir)
+        return gr.Dropdown(choices=runs), gr.Dropdown(choices=adapters), gr.Dropdown(choices=saved), gr.Dropdown(choices=runs), self.list_runs()  # fmt: skip
 
-    def iterations_for(run: str) -> object:
+    def iterations_for(self, run: str) -> object:
         with user_errors():
-            its = be.iterations_with_adapter(run) if run else []
+            its = self.be.iterations_with_adapter(run) if run else []
         return gr.Dropdown(choices=[f"iter_{k}" for k in its], value=f"iter_{its[-1]}" if its else None)
 
-    def open_in_compare(run: str) -> tuple:
+    def open_in_compare(self, run: str) -> tuple:
         with user_errors():
-            be.run_root(run)
+            self.be.run_root(run)
         return gr.Tabs(selected="compare"), gr.Dropdown(value=run)
 
-    def open_in_evaluate(run: str) -> tuple:
+    def open_in_evaluate(self, run: str) -> tuple:
         with user_errors():
-            its = be.iterations_with_adapter(run)
-        value = f"{run}/iter_{its[-1]}" if its else "(none)"
-        return gr.Tabs(selected="evaluate"), gr.Dropdown(value=value)
+            its = self.be.iterations_with_adapter(run)
+        return gr.Tabs(selected="evaluate"), gr.Dropdown(value=f"{run}/iter_{its[-1]}" if its else "(none)")
 
-    def modes_for(model: str) -> object:
-        modes = be.modes_for(model)
+    def modes_for(self, model: str) -> object:
+        modes = self.be.modes_for(model)
         return gr.Dropdown(choices=list(modes), value=modes[0])
 
+    @staticmethod
     def categories_for(benchmark: str) -> object:
         choices = {"world": ALL_CATEGORIES, "t2i-compbench": T2I_CATEGORIES}.get(benchmark, ())
         return gr.CheckboxGroup(choices=list(choices), value=list(choices)[:2])
 
-    # -- layout ---------------------------------------------------------------------------------------------------
-    models = be.models
-    modes = be.modes_for(model if model in models else "")
+
+# -- layout: one function per tab, each returning its components by name -----------------------------------------
+def generate_tab(models: list[str], model: str | None, modes: tuple[str, ...]) -> dict:
+    with gr.Row():
+        with gr.Column(scale=2):
+            prompt = gr.Textbox(label="Prompt", elem_id="g-prompt", placeholder="a red circle to the left of a blue square",
+                                max_length=MAX_PROMPT_CHARS + 200, lines=2)  # fmt: skip
+            with gr.Row():
+                category = gr.Dropdown(list(ALL_CATEGORIES), value="color", label="Category")
+                random = gr.Button("Random prompt")
+        with gr.Column(scale=1):
+            chosen = gr.Dropdown(models, value=model, label="Model")
+            n = gr.Slider(1, MAX_CANDIDATES, value=4, step=1, label="N candidates")
+            seed = gr.Number(0, label="Seed", precision=0, minimum=0)
+    with gr.Accordion("Sampling and scoring", open=False):
+        with gr.Row():
+            mode = gr.Dropdown(list(modes), value=modes[0], label="Diversity mode")
+            rule = gr.Dropdown(list(SCORE_RULES), value="prob_diff", label="Score rule")
+            questions = gr.Radio(list(QUESTION_MODES), value="self", label="Questions",
+                                 info="self: the model asks; gt: the world's decomposition; whole: one question")  # fmt: skip
+    go = gr.Button("Generate", variant="primary")
+    note = gr.Markdown()
+    gallery = gr.Gallery(label="Candidates", elem_id="g-gallery", columns=4, height="auto", object_fit="contain")
+    cands = gr.Dataframe(label="Candidates: the model's score beside the oracle's verdict", interactive=False)
+    qs = gr.Dataframe(label="Questions per candidate", interactive=False, max_height=360)
+    return {"prompt": prompt, "category": category, "random": random, "model": chosen, "n": n, "seed": seed,
+            "mode": mode, "rule": rule, "questions": questions, "go": go, "note": note, "gallery": gallery,
+            "cands": cands, "qs": qs}  # fmt: skip
+
+
+def improve_tab(models: list[str], model: str | None, modes: tuple[str, ...]) -> dict:
+    with gr.Row():
+        name = gr.Textbox(value=time.strftime("run-%m%d-%H%M"), label="Run name", elem_id="s-name")
+        chosen = gr.Dropdown(models, value=model, label="Model")
+        iters = gr.Number(1, label="Iterations", precision=0, minimum=1, maximum=LIMITS["iterations"][1])
+        seed = gr.Number(0, label="Seed", precision=0, minimum=0)
+    cats = gr.CheckboxGroup(list(CATEGORIES), value=["color", "spatial2d"], label="Prompt categories")
+    with gr.Row():
+        per = gr.Number(4, label="Prompts per category", precision=0, minimum=1, elem_id="s-per")
+        n = gr.Number(4, label="N candidates", precision=0, minimum=2, elem_id="s-n")
+        beta = gr.Number(0.1, label="β (DPO)", minimum=0)
+        gamma = gr.Number(1.0, label="γ (KC-DPO)", minimum=0)
+        gap = gr.Number(0.1, label="Min score gap", minimum=0, maximum=2, elem_id="s-gap")
+    with gr.Row():
+        mode = gr.Dropdown(list(modes), value=modes[0], label="Diversity mode")
+        rule = gr.Dropdown(list(SCORE_RULES), value="prob_diff", label="Score rule")
+        questions = gr.Radio(list(QUESTION_MODES), value="self", label="Questions", elem_id="s-questions")
+        heldout = gr.Checkbox(False, label="Held-out evaluation each iteration (world; ~30 s each)")
+    with gr.Row():
+        start = gr.Button("Start", variant="primary")
+        stop = gr.Button("Stop", variant="stop")
+        resume = gr.Button("Resume")
+    form = [name, chosen, iters, cats, per, n, beta, gamma, mode, rule, questions, gap, heldout, seed]
+    watched, msg = gr.State(""), gr.Markdown()
+    panel = [gr.Markdown(elem_id="s-status"), gr.Markdown(elem_id="s-stages"),
+             gr.Plot(label="Curves per iteration", elem_id="s-plot"),
+             gr.Textbox(label="Log (the last lines)", lines=LOG_LINES, max_lines=LOG_LINES, autoscroll=True,
+                        interactive=False)]  # fmt: skip
+    return {"name": name, "model": chosen, "iters": iters, "mode": mode, "form": form, "panel": panel,
+            "start": start, "stop": stop, "resume": resume, "watched": watched, "msg": msg}  # fmt: skip
+
+
+def compare_tab(runs: list[str]) -> dict:
+    with gr.Row():
+        run = gr.Dropdown(runs, label="Run", elem_id="c-run", allow_custom_value=True)
+        iteration = gr.Dropdown([], label="Iteration", allow_custom_value=True)
+        category = gr.Dropdown(["all", *ALL_CATEGORIES], value="all", label="Category", allow_custom_value=True)
+        sort = gr.Radio([("largest gain", "gain"), ("largest drop", "drop"), ("prompt order", "prompt")],
+                        value="gain", label="Sort")  # fmt: skip
+        limit = gr.Slider(1, LIMITS["compare_prompts"][1], value=6, step=1, label="Prompts")
+    go = gr.Button("Compare", variant="primary")
+    outputs = [gr.HTML(elem_id="c-html"), gr.Dataframe(label="Per prompt", interactive=False),
+               gr.Dataframe(label="Per question", interactive=False, max_height=300)]  # fmt: skip
+    return {"run": run, "iteration": iteration, "inputs": [run, iteration, category, sort, limit], "go": go,
+            "outputs": outputs}  # fmt: skip
+
+
+def evaluate_tab(models: list[str], model: str | None, saved: list[str]) -> dict:
+    with gr.Row():
+        bench = gr.Radio(list(BENCHMARKS), value="world", label="Benchmark")
+        chosen = gr.Dropdown(models, value=model, label="Model")
+        adapter = gr.Dropdown(["(none)"], value="(none)", label="Adapter (run / iteration)", allow_custom_value=True,
+                              elem_id="e-adapter")  # fmt: skip
+    cats = gr.CheckboxGroup(list(ALL_CATEGORIES), value=["color", "spatial2d"], label="Categories")
+    with gr.Row():
+        limit = gr.Number(10, label="Prompts per category (limit)", precision=0, minimum=1, elem_id="e-limit")
+        ipp = gr.Number(2, label="Images per prompt", precision=0, minimum=1, maximum=8, elem_id="e-ipp")
+    go = gr.Button("Evaluate", variant="primary")
+    summary = gr.Markdown(elem_id="e-summary")
+    table = gr.Dataframe(label="Results per category", interactive=False)
+    plot = gr.Plot(label="Score per category", elem_id="e-plot")
+    files = gr.File(label="Download JSON / CSV", file_count="multiple")
+    with gr.Accordion("Earlier results: overlay base vs iteration k", open=True):
+        saved_box = gr.Dropdown(saved, multiselect=True, label="Saved results", allow_custom_value=True, elem_id="e-saved")
+        overlay = gr.Button("Overlay")
+    return {"bench": bench, "cats": cats, "adapter": adapter, "inputs": [bench, chosen, adapter, cats, limit, ipp],
+            "go": go, "outputs": [summary, table, plot, files], "saved": saved_box, "overlay": overlay,
+            "table": table, "plot": plot}  # fmt: skip
+
+
+def runs_tab(be: Backend) -> dict:
+    refresh = gr.Button("Refresh")
+    table = gr.Dataframe(pd.DataFrame(be.list_runs()), label=f"Runs in {be.runs_dir}", interactive=False, elem_id="r-table")
+    with gr.Row():
+        run = gr.Dropdown(be.run_names(), label="Run", elem_id="r-run", allow_custom_value=True)
+        to_compare = gr.Button("Open in Compare")
+        to_evaluate = gr.Button("Open in Evaluate")
+    return {"refresh": refresh, "table": table, "run": run, "to_compare": to_compare, "to_evaluate": to_evaluate}
+
+
+def wire(demo: gr.Blocks, tabs: gr.Tabs, h: Handlers, g: dict, s: dict, c: dict, e: dict, r: dict) -> None:
+    """Every event of the app; the API names are the endpoints that gradio_client and the tests call."""
+    gen_inputs = [g["model"], g["prompt"], g["n"], g["seed"], g["mode"], g["rule"], g["questions"]]
+    gen_outputs = [g["gallery"], g["cands"], g["qs"], g["note"]]
+    g["model"].change(h.modes_for, g["model"], g["mode"], api_name=False)
+    s["model"].change(h.modes_for, s["model"], s["mode"], api_name=False)
+    g["random"].click(h.random_prompt, [g["model"], g["category"], g["seed"]], g["prompt"], api_name="random_prompt")
+    g["go"].click(h.generate, gen_inputs, gen_outputs, api_name="generate", concurrency_limit=2)
+    g["prompt"].submit(h.generate, gen_inputs, gen_outputs, api_name=False, concurrency_limit=2)
+
+    watch = {"fn": h.watch_run, "inputs": s["watched"], "outputs": s["panel"], "concurrency_limit": None}
+    started = [s["watched"], s["msg"]]
+    s["start"].click(h.start_run, s["form"], started, api_name="start_run").success(**watch, api_name=False)
+    s["resume"].click(h.resume_run, [s["name"], s["iters"]], started, api_name="resume_run").success(**watch, api_name=False)  # fmt: skip
+    s["stop"].click(h.stop_run, s["watched"], s["msg"], api_name="stop_run")
+    demo.load(**watch, api_name="watch_run")
+
+    c["run"].change(h.iterations_for, c["run"], c["iteration"], api_name=False)
+    c["go"].click(h.compare, c["inputs"], c["outputs"], api_name="compare", concurrency_id="heavy")
+
+    choices = {"fn": h.refresh_choices, "inputs": None, "outputs": [c["run"], e["adapter"], e["saved"], r["run"], r["table"]],
+               "api_name": False}  # fmt: skip
+    e["bench"].change(h.categories_for, e["bench"], e["cats"], api_name=False)
+    e["go"].click(h.evaluate, e["inputs"], e["outputs"], api_name="evaluate", concurrency_id="heavy").then(**choices)
+    e["overlay"].click(h.overlay, e["saved"], [e["table"], e["plot"]], api_name="overlay_results")
+
+    r["refresh"].click(h.list_runs, None, r["table"], api_name="list_runs").then(**choices)
+    demo.load(**choices)
+    tabs.change(**choices)
+    r["to_compare"].click(h.open_in_compare, r["run"], [tabs, c["run"]], api_name=False)
+    r["to_evaluate"].click(h.open_in_evaluate, r["run"], [tabs, e["adapter"]], api_name=False)
+
+
+def create_demo(
+    model: str = "world-discrete",
+    *,
+    runs_dir: str | None = None,
+    models: list[str] | None = None,
+    backend: Backend | None = None,
+) -> gr.Blocks:
+    be = backend or Backend(model, runs_dir=runs_dir, models=models)
+    h = Handlers(be)
+    shown = model if model in be.models else None
+    modes = be.modes_for(shown or "")
     with gr.Blocks(title="SILMM", analytics_enabled=False) as demo:  # no usage telemetry from a research tool
         gr.Markdown(DESCRIPTION)
         with gr.Tabs() as tabs:
             with gr.Tab("Generate & inspect", id="generate"):
-                with gr.Row():
-                    with gr.Column(scale=2):
-                        g_prompt = gr.Textbox(label="Prompt", elem_id="g-prompt", placeholder="a red circle to the left of a blue square",
-                                              max_length=MAX_PROMPT_CHARS + 200, lines=2)  # fmt: skip
-                        with gr.Row():
-                            g_category = gr.Dropdown(list(ALL_CATEGORIES), value="color", label="Category")
-                            g_random = gr.Button("Random prompt")
-                    with gr.Column(scale=1):
-                        g_model = gr.Dropdown(models, value=model if model in models else None, label="Model")
-                        g_n = gr.Slider(1, MAX_CANDIDATES, value=4, step=1, label="N candidates")
-                        g_seed = gr.Number(0, label="Seed", precision=0, minimum=0)
-                with gr.Accordion("Sampling and scoring", open=False):
-                    with gr.Row():
-                        g_mode = gr.Dropdown(list(modes), value=modes[0], label="Diversity mode")
-                        g_rule = gr.Dropdown(list(SCORE_RULES), value="prob_diff", label="Score rule")
-                        g_questions = gr.Radio(list(QUESTION_MODES), value="self", label="Questions",
-                                               info="self: the model asks; gt: the world's decomposition; whole: one question")  # fmt: skip
-                g_go = gr.Button("Generate", variant="primary")
-                g_note = gr.Markdown()
-                g_gallery = gr.Gallery(
-                    label="Candidates", elem_id="g-gallery", columns=4, height="auto", object_fit="contain"
-                )
-                g_cands = gr.Dataframe(
-                    label="Candidates: the model's score beside the oracle's verdict", interactive=False
-                )
-                g_qs = gr.Dataframe(label="Questions per candidate", interactive=False, max_height=360)
-
+                g = generate_tab(be.models, shown, modes)
             with gr.Tab("Self-improve", id="improve"):
-                with gr.Row():
-                    s_name = gr.Textbox(
-                        value=time.strftime("run-%m%d-%H%M"), label="Run name", elem_id="s-name"
-                    )
-                    s_model = gr.Dropdown(models, value=model if model in models else None, label="Model")
-                    s_iters = gr.Number(
-                        1, label="Iterations", precision=0, minimum=1, maximum=LIMITS["iterations"][1]
-                    )
-                    s_seed = gr.Number(0, label="Seed", precision=0, minimum=0)
-                s_cats = gr.CheckboxGroup(
-                    list(CATEGORIES), value=["color", "spatial2d"], label="Prompt categories"
-                )
-                with gr.Row():
-                    s_per = gr.Number(
-                        4, label="Prompts per category", precision=0, minimum=1, elem_id="s-per"
-                    )
-                    s_n = gr.Number(4, label="N candidates", precision=0, minimum=2, elem_id="s-n")
-                    s_beta = gr.Number(0.1, label="β (DPO)", minimum=0)
-                    s_gamma = gr.Number(1.0, label="γ (KC-DPO)", minimum=0)
-                    s_gap = gr.Number(0.1, label="Min score gap", minimum=0, maximum=2, elem_id="s-gap")
-                with gr.Row():
-                    s_mode = gr.Dropdown(list(modes), value=modes[0], label="Diversity mode")
-                    s_rule = gr.Dropdown(list(SCORE_RULES), value="prob_diff", label="Score rule")
-                    s_questions = gr.Radio(
-                        list(QUESTION_MODES), value="self", label="Questions", elem_id="s-questions"
-                    )
-                    s_heldout = gr.Checkbox(
-                        False, label="Held-out evaluation each iteration (world; ~30 s each)"
-                    )
-                with gr.Row():
-                    s_start = gr.Button("Start", variant="primary")
-                    s_stop = gr.Button("Stop", variant="stop")
-                    s_resume = gr.Button("Resume")
-                s_watched = gr.State("")
-                s_msg = gr.Markdown()
-                s_status = gr.Markdown(elem_id="s-status")
-                s_stages = gr.Markdown(elem_id="s-stages")
-                s_plot = gr.Plot(label="Curves per iteration", elem_id="s-plot")
-                s_log = gr.Textbox(
-                    label="Log (the last lines)",
-                    lines=LOG_LINES,
-                    max_lines=LOG_LINES,
-                    autoscroll=True,
-                    interactive=False,
-                )
-
+                s = improve_tab(be.models, shown, modes)
             with gr.Tab("Compare", id="compare"):
-                with gr.Row():
-                    c_run = gr.Dropdown(be.run_names(), label="Run", elem_id="c-run", allow_custom_value=True)
-                    c_iter = gr.Dropdown([], label="Iteration", allow_custom_value=True)
-                    c_cat = gr.Dropdown(
-                        ["all", *ALL_CATEGORIES], value="all", label="Category", allow_custom_value=True
-                    )
-                    c_sort = gr.Radio([("largest gain", "gain"), ("largest drop", "drop"), ("prompt order", "prompt")],
-                                      value="gain", label="Sort")  # fmt: skip
-                    c_limit = gr.Slider(1, LIMITS["compare_prompts"][1], value=6, step=1, label="Prompts")
-                c_go = gr.Button("Compare", variant="primary")
-                c_html = gr.HTML(elem_id="c-html")
-                c_prompts = gr.Dataframe(label="Per prompt", interactive=False)
-                c_qs = gr.Dataframe(label="Per question", interactive=False, max_height=300)
-
+                c = compare_tab(be.run_names())
             with gr.Tab("Evaluate", id="evaluate"):
-                with gr.Row():
-                    e_bench = gr.Radio(list(BENCHMARKS), value="world", label="Benchmark")
-                    e_model = gr.Dropdown(models, value=model if model in models else None, label="Model")
-                    e_adapter = gr.Dropdown(
-                        ["(none)"],
-                        value="(none)",
-                        label="Adapter (run / iteration)",
-                        allow_custom_value=True,
-                        elem_id="e-adapter",
-                    )
-                e_cats = gr.CheckboxGroup(
-                    list(ALL_CATEGORIES), value=["color", "spatial2d"], label="Categories"
-                )
-                with gr.Row():
-                    e_limit = gr.Number(
-                        10, label="Prompts per category (limit)", precision=0, minimum=1, elem_id="e-limit"
-                    )
-                    e_ipp = gr.Number(
-                        2, label="Images per prompt", precision=0, minimum=1, maximum=8, elem_id="e-ipp"
-                    )
-                e_go = gr.Button("Evaluate", variant="primary")
-                e_summary = gr.Markdown(elem_id="e-summary")
-                e_table = gr.Dataframe(label="Results per category", interactive=False)
-                e_plot = gr.Plot(label="Score per category", elem_id="e-plot")
-                e_files = gr.File(label="Download JSON / CSV", file_count="multiple")
-                with gr.Accordion("Earlier results: overlay base vs iteration k", open=True):
-                    e_saved = gr.Dropdown(
-                        be.saved_results(),
-                        multiselect=True,
-                        label="Saved results",
-                        allow_custom_value=True,
-                        elem_id="e-saved",
-                    )
-                    e_overlay = gr.Button("Overlay")
-
+                e = evaluate_tab(be.models, shown, app_eval.saved_results(be.runs_dir))
             with gr.Tab("Runs", id="runs"):
-                r_refresh = gr.Button("Refresh")
-                r_table = gr.Dataframe(
-                    pd.DataFrame(be.list_runs()),
-                    label=f"Runs in {be.runs_dir}",
-                    interactive=False,
-                    elem_id="r-table",
-                )
-                with gr.Row():
-                    r_run = gr.Dropdown(be.run_names(), label="Run", elem_id="r-run", allow_custom_value=True)
-                    r_compare = gr.Button("Open in Compare")
-                    r_eval = gr.Button("Open in Evaluate")
-
-        # -- events -------------------------------------------------------------------------------------------------
-        gen_inputs = [g_model, g_prompt, g_n, g_seed, g_mode, g_rule, g_questions]
-        g_model.change(modes_for, g_model, g_mode, api_name=False)
-        s_model.change(modes_for, s_model, s_mode, api_name=False)
-        g_random.click(random_prompt, [g_model, g_category, g_seed], g_prompt, api_name="random_prompt")
-        g_go.click(
-            generate, gen_inputs, [g_gallery, g_cands, g_qs, g_note], api_name="generate", concurrency_limit=2
-        )
-        g_prompt.submit(
-            generate, gen_inputs, [g_gallery, g_cands, g_qs, g_note], api_name=False, concurrency_limit=2
-        )
-
-        form = [s_name, s_model, s_iters, s_cats, s_per, s_n, s_beta, s_gamma, s_mode, s_rule, s_questions, s_gap, s_heldout, s_seed]  # fmt: skip
-        panel = [s_status, s_stages, s_plot, s_log]
-        watch = {"fn": watch_run, "inputs": s_watched, "outputs": panel, "concurrency_limit": None}
-        s_start.click(start_run, form, [s_watched, s_msg], api_name="start_run").success(
-            **watch, api_name=False
-        )
-        s_resume.click(resume_run, [s_name, s_iters], [s_watched, s_msg], api_name="resume_run").success(**watch, api_name=False)  # fmt: skip
-        s_stop.click(stop_run, s_watched, s_msg, api_name="stop_run")
-        demo.load(**watch, api_name="watch_run")
-
-        c_run.change(iterations_for, c_run, c_iter, api_name=False)
-        c_go.click(compare, [c_run, c_iter, c_cat, c_sort, c_limit], [c_html, c_prompts, c_qs], api_name="compare", concurrency_id="heavy")  # fmt: skip
-
-        e_bench.change(categories_for, e_bench, e_cats, api_name=False)
-        e_go.click(evaluate, [e_bench, e_model, e_adapter, e_cats, e_limit, e_ipp], [e_summary, e_table, e_plot, e_files],
-                   api_name="evaluate", concurrency_id="heavy").then(refresh_choices, None, [c_run, e_adapter, e_saved, r_run, r_table], api_name=False)  # fmt: skip
-        e_overlay.click(overlay, e_saved, [e_table, e_plot], api_name="overlay_results")
-
-        choices = {"fn": refresh_choices, "inputs": None, "outputs": [c_run, e_adapter, e_saved, r_run, r_table], "api_name": False}  # fmt: skip
-        r_refresh.click(list_runs, None, r_table, api_name="list_runs").then(**choices)
-        demo.load(**choices)
-        tabs.change(**choices)
-        r_compare.click(open_in_compare, r_run, [tabs, c_run], api_name=False)
-        r_eval.click(open_in_evaluate, r_run, [tabs, e_adapter], api_name=False)
+                r = runs_tab(be)
+        wire(demo, tabs, h, g, s, c, e, r)
     demo.queue(max_size=64, default_concurrency_limit=1)
     return demo
-
-
-def results_table(results: list[dict]) -> pd.DataFrame:
-    rows = []
-    for res in results:
-        for cat, value in res.get("scores", {}).items():
-            row = {"result": res.get("label") or res.get("model"), "category": cat, "score": value}
-            if "facts_only" in res:
-                row["facts only"] = res["facts_only"].get(cat)
-            rows.append(row)
-    return pd.DataFrame(rows)
 
 
 CSS = """

@@ -1,30 +1,24 @@
-"""The plain functions behind the Gradio app (app.py): inspect, self-improve, compare, evaluate, list runs.
+"""The plain functions behind the Gradio app (app.py): inspect, self-improve, compare, list runs (evaluate: app_eval).
 
 `Backend` owns the runs folder (the only place the app writes), a small cache of loaded models (a run's model
 at iteration k = the base with the LoRAs of iterations 1..k loaded and merged in order, as the loop does) and
-the job manager (silmm/app_jobs.py). Every method takes and returns plain values (PIL images, dicts, plotly
-figures); bad user input raises `InputError` with a message that names the value and the valid options, which
-the app shows as a `gr.Error`. No Gradio import here; torch enters only through the adapters.
+the job manager (silmm/app_jobs.py). Every method takes and returns plain values (PIL images, dicts; the app's
+views of them are in silmm/app_views.py); bad user input raises `InputError` with a message that names the value
+and the valid options, which the app shows as a `gr.Error`. No Gradio import here; torch enters only through the
+adapters.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import re
-import subprocess
-import sys
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-
-import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from silmm import app_jobs, runio
 from silmm.adapters import ADAPTERS, load_adapter
@@ -412,116 +406,6 @@ class Backend:
             items.sort(key=lambda x: -x["gain"] if sort == "gain" else x["gain"])
         return {"run": run, "iteration": iteration, "categories": cats, "items": items}
 
-    # -- 4. evaluate ------------------------------------------------------------------------------------------
-    def evaluate(self, benchmark: str, model: str, adapter: str = "", *, categories: list[str] | None = None,
-                 limit: int = 20, images_per_prompt: int = 2) -> dict:  # fmt: skip
-        """Evaluate a model (optionally a run at iteration k: adapter = '<run>/iter_<k>'); writes results under
-        `<runs_dir>/_eval/<benchmark>/<label>/` (results.json, results.csv; world: per_prompt.jsonl)."""
-        if benchmark not in BENCHMARKS:
-            raise InputError(f"benchmark {benchmark!r} is not one of {list(BENCHMARKS)}")
-        limit = check_range("limit", limit)
-        images_per_prompt = check_range("images_per_prompt", images_per_prompt)
-        run_root, upto, weights = None, 0, ""
-        if adapter:
-            run_name, _, it = adapter.rpartition("/iter_")
-            run_root = self.run_root(run_name)
-            if not it.isdigit() or int(it) not in self.iterations_with_adapter(run_name):
-                raise InputError(f"adapter {adapter!r}: choose '<run>/iter_<k>' with k in {self.iterations_with_adapter(run_name)}")  # fmt: skip
-            upto = int(it)
-            cfg = load_config(run_root / "config.yaml")
-            if model and model != cfg.model.name:
-                raise InputError(f"adapter {adapter!r} belongs to model {cfg.model.name!r}, not {model!r}")
-            model, weights = cfg.model.name, cfg.model.weights
-        else:
-            self.check_model(model)
-        label = (f"{run_root.name}-iter_{upto}" if run_root else Path(model).name).replace("/", "_")
-        out = self.runs_dir / EVAL_DIR / benchmark / label
-        if benchmark == "world":
-            res = self._evaluate_world(
-                model, weights, run_root, upto, categories, limit, images_per_prompt, out
-            )
-        else:
-            res = self._evaluate_real(benchmark, model, run_root, upto, categories, limit, out)
-        return {"label": label, "dir": out, "results": res}
-
-    def _evaluate_world(
-        self, model, weights, run_root, upto, categories, limit, images_per_prompt, out
-    ) -> dict:
-        from silmm.world.evaluate import default_prompts, evaluate
-        from silmm.world.grammar import ALL_CATEGORIES, classify, parse_prompt
-
-        if not is_world(model):
-            raise InputError(f"the world benchmark needs a world model; {model!r} is not one (use t2i-compbench or dpg-bench)")  # fmt: skip
-        categories = list(categories or ALL_CATEGORIES)
-        bad = [c for c in categories if c not in ALL_CATEGORIES]
-        if bad:
-            raise InputError(f"categories {bad} are not world categories; valid: {list(ALL_CATEGORIES)}")
-        by_cat: dict[str, list[str]] = {}
-        for p in default_prompts():
-            by_cat.setdefault(classify(parse_prompt(p)), []).append(p)
-        prompts = [p for c in categories for p in by_cat.get(c, [])[:limit]]
-        adapter, lock = self.adapter(model, weights, run_root, upto)
-        with lock:
-            res = evaluate(adapter, prompts, images_per_prompt=images_per_prompt, progress=True)
-        res.pop("images")
-        per_prompt = res.pop("per_prompt")
-        res |= {
-            "label": out.name,
-            "limit_per_category": limit,
-            "categories": categories,
-            "created": time.time(),
-        }
-        rows = [
-            {"category": c, "strict": v, "facts_only": res["facts_only"][c]} for c, v in res["scores"].items()
-        ]
-        out.mkdir(parents=True, exist_ok=True)
-        runio.write_jsonl(out / "per_prompt.jsonl", per_prompt)
-        runio.write_text(out / "results.csv", _csv(rows))
-        runio.write_json(out / "results.json", res)
-        return res
-
-    def _evaluate_real(self, benchmark, model, run_root, upto, categories, limit, out) -> dict:
-        """`python -m eval <benchmark>` in a subprocess (real judges; the app never imports eval/)."""
-        if is_world(model):
-            raise InputError(f"{benchmark} scores real images with real judges; {model!r} is a world model (use 'world')")  # fmt: skip
-        # iteration k > 1: silmm.adapters.load_adapter merges iterations 1..k-1 before applying iter_<k>/adapter
-        argv = [
-            sys.executable,
-            "-m",
-            "eval",
-            benchmark,
-            "--model",
-            model,
-            "--limit",
-            str(limit),
-            "--out",
-            str(out),
-        ]
-        if run_root is not None:
-            argv += ["--adapter", str(runio.RunLayout(run_root).adapter(upto))]
-        if benchmark == "t2i-compbench" and categories:
-            argv += ["--categories", ",".join(categories)]
-        env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-        proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-            errors = [ln for ln in lines if ln.startswith("error:")]
-            raise InputError(
-                f"{benchmark} failed: {(errors or lines or ['exit status ' + str(proc.returncode)])[-1]}"
-            )
-        return runio.read_json(out / "results.json") | {"label": out.name}
-
-    def saved_results(self) -> list[str]:
-        """'<benchmark>/<label>' of every finished evaluation in the runs folder, newest first."""
-        found = sorted((self.runs_dir / EVAL_DIR).glob("*/*/results.json"), key=lambda p: -p.stat().st_mtime)
-        return [f"{p.parent.parent.name}/{p.parent.name}" for p in found]
-
-    def load_results(self, key: str) -> dict:
-        path = (self.runs_dir / EVAL_DIR / key / "results.json").resolve()
-        if not path.is_relative_to(self.runs_dir / EVAL_DIR) or not path.is_file():
-            raise InputError(f"no saved result {key!r}; saved: {self.saved_results()}")
-        return runio.read_json(path) | {"label": key}
-
     # -- 5. runs ----------------------------------------------------------------------------------------------
     def list_runs(self) -> list[dict]:
         active = self.jobs.active_runs()
@@ -565,51 +449,3 @@ def oracle_view(prompt: str, image: Any, questions: list[str]) -> dict:
 
 def _fmt(x: float | None) -> str:
     return "" if x is None else f"{x:.4g}"
-
-
-def _csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["category"])
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
-# -- figures (plotly, no torch) ---------------------------------------------------------------------------------
-def curves_figure(summary: list[dict]) -> go.Figure:
-    """Held-out alignment, judge agreement and reward margin per iteration (0 = base model)."""
-    fig = make_subplots(rows=1, cols=3, subplot_titles=("held-out alignment (strict)", "judge agreement", "reward margin"))  # fmt: skip
-    its = [m["iteration"] for m in summary]
-
-    def trace(values: list, name: str, col: int) -> None:
-        pts = [(i, v) for i, v in zip(its, values) if v is not None]
-        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=name), 1, col)  # fmt: skip
-
-    trace([(m.get("eval") or {}).get("overall") for m in summary], "held-out strict", 1)
-    trace([(m.get("eval") or {}).get("judge_agreement", {}).get("overall") for m in summary], "judge vs oracle (held-out)", 2)  # fmt: skip
-    trace(
-        [m.get("judge_agreement", {}).get("overall") for m in summary], "judge vs oracle (own candidates)", 2
-    )
-    trace([m.get("train", {}).get("reward_margin") for m in summary], "reward margin", 3)
-    if not any((m.get("eval") or {}).get("overall") is not None for m in summary):
-        fig.add_annotation(text="held-out evaluation is off for this run", showarrow=False, row=1, col=1,
-                           x=0.5, y=0.5, xref="x domain", yref="y domain")  # fmt: skip
-    fig.update_xaxes(title_text="iteration", dtick=1, rangemode="tozero")
-    fig.update_yaxes(range=[0, 1.02], row=1, col=1)
-    fig.update_yaxes(range=[0, 1.02], row=1, col=2)
-    fig.update_layout(height=330, margin={"l": 40, "r": 10, "t": 40, "b": 40}, legend={"orientation": "h", "y": -0.25})  # fmt: skip
-    return fig
-
-
-def results_figure(results: list[dict]) -> go.Figure:
-    """One bar group per category, one bar per result (base vs iteration k overlay)."""
-    fig = go.Figure()
-    for res in results:
-        cats = list(res.get("scores", {}))
-        ys = [res["scores"][c] for c in cats]
-        fig.add_trace(go.Bar(x=cats, y=ys, name=res.get("label") or res.get("model"), text=[f"{y:.2f}" for y in ys], textposition="outside"))  # fmt: skip
-    top = max((y for t in fig.data for y in t.y), default=1.0)
-    fig.update_layout(barmode="group", height=360, yaxis_title="score", showlegend=True,
-                      yaxis_range=[0, 1.1] if top <= 1 else None,
-                      margin={"l": 40, "r": 10, "t": 30, "b": 40}, legend={"orientation": "h", "y": -0.2})  # fmt: skip
-    return fig
