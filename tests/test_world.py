@@ -461,6 +461,19 @@ def test_world_probe_bindings_counts_a_tiny_run(tmp_path, capsys):
     assert lines[1:] == ["iter_1 | striped triangle | 1 | 1/2 | +1 -0 | +0 -1"]
 
 
+def test_batch_size_changes_neither_discrete_samples_nor_answers():
+    """world-discrete's wide sampling and feedback calls rest on this: every candidate is drawn by its own generator
+    and every answer is computed per pair, so the batch size changes only the time (prompts of different lengths
+    share a call here). world-continuous's DropDiv masks span the padded width, so its config keeps its batch."""
+    from scripts import world_batch_sizes
+
+    res = world_batch_sizes.main(["--prompts", "3", "--candidates", "2", "--sampling", "6,1,4", "--feedback", "40,3,16",
+                                  "--repeats", "1"])  # fmt: skip
+    assert [r["batch"] for r in res["sampling"]] == [6, 1, 4] and res["images"] == 6
+    assert all(r["same_samples"] and r["ms_per_image"] > 0 for r in res["sampling"])
+    assert all(r["max_abs_diff"] < 1e-6 and r["ms_per_pair"] > 0 for r in res["feedback"])
+
+
 def test_train_step_cost_measures_through_the_training_script(monkeypatch, capsys):
     from scripts import train_step_cost
 
