@@ -25,7 +25,6 @@ import pandas as pd
 
 from silmm import app_eval
 from silmm.app_backend import (
-    BENCHMARKS,
     LIMITS,
     MAX_CANDIDATES,
     MAX_PROMPT_CHARS,
@@ -307,7 +306,7 @@ def compare_tab(runs: list[str]) -> dict:
 
 def evaluate_tab(models: list[str], model: str | None, saved: list[str]) -> dict:
     with gr.Row():
-        bench = gr.Radio(list(BENCHMARKS), value="world", label="Benchmark")
+        bench = gr.Radio(list(app_eval.BENCHMARKS), value="world", label="Benchmark")
         chosen = gr.Dropdown(models, value=model, label="Model")
         adapter = gr.Dropdown(["(none)"], value="(none)", label="Adapter (run / iteration)", allow_custom_value=True,
                               elem_id="e-adapter")  # fmt: skip

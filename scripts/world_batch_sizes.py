@@ -3,22 +3,22 @@
 `python -m scripts.world_batch_sizes [--model world-discrete] [--sampling 32,64,128,256] [--feedback 64,128,256]`
 draws 16 candidates (`--candidates`, with the shipped config's diversity) for each of 16 seen prompts (`--prompts`)
 in calls of each sampling batch size, then answers every prompt's own questions about its candidates
-(`feedback.answer_all`) in calls of each feedback batch size. It prints the median of `--repeats` per size, the ratio to the first size (measured in the
-same run), and whether the samples (image codes or features) and the answers equal those of the first size.
-One torch thread. world-continuous's DropDiv draws each sample's mask over the batch's padded width, so its samples
-depend on the sampling batch size (the shipped config keeps 32); world-discrete's do not.
+(`feedback.answer_all`) in calls of each feedback batch size. It prints the median of `--repeats` per size, the
+ratio to the first size (measured in the same run), and whether the samples (image codes or features) and the
+answers equal those of the first size. One torch thread. world-continuous's DropDiv draws each sample's mask over
+the batch's padded width, so its samples depend on the sampling batch size (the shipped config keeps 32);
+world-discrete's do not.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
 
 from silmm.adapters import load_adapter
+from silmm.bench import median_seconds
 from silmm.config import load_config
 from silmm.feedback import answer_all
 from silmm.sampling import diversity_from
@@ -26,13 +26,10 @@ from silmm.world.evaluate import SPLITS, read_prompts
 from silmm.world.questions import decompose
 
 
-def median_seconds(fn, repeats: int):
-    times, out = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
+def timed(fn, repeats: int):
+    """(median seconds over `repeats` calls, the last call's result)."""
+    last = []
+    return median_seconds(lambda: last.append(fn()), repeats), last[-1]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -57,7 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
     result: dict = {"model": args.model, "images": len(prompts), "sampling": [], "feedback": []}
     first = base = None
     for size in map(int, args.sampling.split(",")):
-        seconds, samples = median_seconds(lambda size=size: sample(size), args.repeats)
+        seconds, samples = timed(lambda size=size: sample(size), args.repeats)
         out = torch.stack([s.ids if s.ids is not None else s.feats for s in samples])
         first = out if first is None else first
         base = seconds if base is None else base
@@ -67,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     questions = [[q.text for q in decompose(p)] for p in prompts]
     n_pairs, first, base = sum(map(len, questions)), None, None
     for size in map(int, args.feedback.split(",")):
-        seconds, (yes, no) = median_seconds(lambda size=size: answer_all(adapter, images, questions, batch_size=size), args.repeats)  # fmt: skip
+        seconds, (yes, no) = timed(lambda size=size: answer_all(adapter, images, questions, batch_size=size), args.repeats)  # fmt: skip
         flat = [v for rows in (yes, no) for row in rows for v in row]
         first = flat if first is None else first
         base = seconds if base is None else base

@@ -27,7 +27,6 @@ from silmm.config import DIVERSITY_MODES, QUESTION_MODES, SCORE_RULES, config_to
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS_DIR_ENV = "SILMM_RUNS_DIR"
-EVAL_DIR = "_eval"
 MAX_PROMPT_CHARS = 300
 MAX_CANDIDATES = 16
 MAX_SEED = 2**31 - 1
@@ -35,7 +34,6 @@ LIMITS = {  # form field -> (min, max), inclusive
     "iterations": (1, 10), "per_category": (1, 256), "n": (2, 32), "beta": (1e-4, 10.0), "gamma": (1e-4, 100.0),
     "min_gap": (0.0, 2.0), "compare_prompts": (1, 32), "limit": (1, 500), "images_per_prompt": (1, 8),
 }  # fmt: skip
-BENCHMARKS = ("world", "t2i-compbench", "dpg-bench")
 MODE_FOR_KIND = {"discrete": ("nucleus", "none"), "continuous": ("dropdiv", "noise", "none")}
 KIND_OF_REAL = {"janus-pro": "discrete", "qwen-image": "continuous"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

@@ -16,8 +16,11 @@ import time
 from pathlib import Path
 
 from silmm import runio
-from silmm.app_backend import BENCHMARKS, EVAL_DIR, ROOT, Backend, InputError, check_range, is_world
+from silmm.app_backend import ROOT, Backend, InputError, check_range, is_world
 from silmm.config import load_config
+
+EVAL_DIR = "_eval"  # under the runs folder
+BENCHMARKS = ("world", "t2i-compbench", "dpg-bench")
 
 
 def evaluate(be: Backend, benchmark: str, model: str, adapter: str = "", *, categories: list[str] | None = None,
@@ -44,18 +47,17 @@ def evaluate(be: Backend, benchmark: str, model: str, adapter: str = "", *, cate
     label = (f"{run_root.name}-iter_{upto}" if run_root else Path(model).name).replace("/", "_")
     out = be.runs_dir / EVAL_DIR / benchmark / label
     if benchmark == "world":
-        res = _evaluate_world(
-            be,
-            model, weights, run_root, upto, categories, limit, images_per_prompt, out
-        )
+        res = _evaluate_world(be, model, weights, run_root, upto, categories, limit, images_per_prompt, out)
     else:
         res = _evaluate_real(benchmark, model, run_root, upto, categories, limit, out)
     return {"label": label, "dir": out, "results": res}
 
+
 def _evaluate_world(
     be: Backend, model, weights, run_root, upto, categories, limit, images_per_prompt, out
 ) -> dict:
-    from silmm.world.evaluate import default_prompts, evaluate
+    from silmm.world.evaluate import default_prompts
+    from silmm.world.evaluate import evaluate as evaluate_world
     from silmm.world.grammar import ALL_CATEGORIES, classify, parse_prompt
 
     if not is_world(model):
@@ -70,7 +72,7 @@ def _evaluate_world(
     prompts = [p for c in categories for p in by_cat.get(c, [])[:limit]]
     adapter, lock = be.adapter(model, weights, run_root, upto)
     with lock:
-        res = evaluate(adapter, prompts, images_per_prompt=images_per_prompt, progress=True)
+        res = evaluate_world(adapter, prompts, images_per_prompt=images_per_prompt, progress=True)
     res.pop("images")
     per_prompt = res.pop("per_prompt")
     res |= {
@@ -87,6 +89,7 @@ def _evaluate_world(
     runio.write_text(out / "results.csv", _csv(rows))
     runio.write_json(out / "results.json", res)
     return res
+
 
 def _evaluate_real(benchmark, model, run_root, upto, categories, limit, out) -> dict:
     """`python -m eval <benchmark>` in a subprocess (real judges; the app never imports eval/)."""
@@ -119,10 +122,12 @@ def _evaluate_real(benchmark, model, run_root, upto, categories, limit, out) -> 
         )
     return runio.read_json(out / "results.json") | {"label": out.name}
 
+
 def saved_results(runs_dir: Path) -> list[str]:
     """'<benchmark>/<label>' of every finished evaluation in the runs folder, newest first."""
     found = sorted((runs_dir / EVAL_DIR).glob("*/*/results.json"), key=lambda p: -p.stat().st_mtime)
     return [f"{p.parent.parent.name}/{p.parent.name}" for p in found]
+
 
 def load_results(runs_dir: Path, key: str) -> dict:
     path = (runs_dir / EVAL_DIR / key / "results.json").resolve()
