@@ -1,6 +1,8 @@
-"""Seven diagnostics of a world model or a loop run, behind numbers in docs/RESULTS.md.
+"""Nine diagnostics of a world model or a loop run, behind numbers in docs/RESULTS.md.
 
     python -m scripts.world_probe relations MODEL        # the judge on clean renders: true vs flipped relations
+    python -m scripts.world_probe attributes MODEL       # single-object drawings: one object? each attribute right?
+    python -m scripts.world_probe vqa MODEL              # the judge on fresh training-distribution VQA, per type
     python -m scripts.world_probe candidates MODEL [TOP_P]  # plain drawing vs N diverse candidates, held-out split
     python -m scripts.world_probe pairs RUN_ITER_DIR     # a loop iteration's pairs, checked by the oracle
     python -m scripts.world_probe iterations RUN_DIR     # each iteration's model, scored by its own judge
@@ -10,7 +12,13 @@
 
 MODEL is world-discrete, world-continuous or a model folder. `relations` renders 300 relation prompts exactly as
 written and asks each prompt's relation and its opposite ("... to the left of ..." vs "... to the right of ...");
-a judge that reads the geometry says yes to the first and no to the second. `candidates` draws each held-out prompt
+a judge that reads the geometry says yes to the first and no to the second. `attributes` draws each single-object
+prompt 4 times (the evaluation's diversity, seeds 0..191) and reports the share of drawings with exactly one object
+and, among those, the share whose shape and each attribute the prompt names (colour, texture, size) are right.
+`vqa` answers 1,500 fresh VQA examples as the training data makes them (`data.ExampleMaker.see`, seed 12345,
+relation share 0.3) and reports per question type the count, accuracy, the judge's yes rate and the true yes rate:
+the judge on the mistakes the data teaches, against `eval world`'s agreement on the model's own drawings.
+`candidates` draws each held-out prompt
 once plainly (the evaluation's drawing) and N times with the shipped config's N and diversity (read from
 configs/world-KIND.yaml, or that diversity with top-p TOP_P), and reports per category the oracle's strict rate of the plain drawing, of the
 average candidate, of the best candidate (best-of-N) and of the candidate the model's own judge ranks first.
@@ -84,6 +92,47 @@ def relations(adapter, n: int = 300) -> None:
     print("relation kind | relation | n | share answered yes")
     for (kind, truth), v in sorted(said.items()):
         print(f"{kind} | {truth} | {len(v)} | {sum(v) / len(v):.3f}")
+
+
+def attributes(adapter, repeats: int = 4) -> None:
+    from silmm.world.tokenizer import parse
+
+    prompts = [p for p in read_prompts(SPLITS["single"]) for _ in range(repeats)]
+    samples = adapter.sample(prompts, list(range(len(prompts))), DEFAULT_DIVERSITY[adapter.kind])
+    right, asked = defaultdict(int), defaultdict(int)
+    for s in samples:
+        objs = parse(s.image).objects
+        asked["one object"] += 1
+        right["one object"] += len(objs) == 1
+        if len(objs) == 1:
+            entity = parse_prompt(s.prompt).entities[0]
+            for factor in ("shape", "color", "texture", "size"):
+                if want := getattr(entity, factor):
+                    asked[factor] += 1
+                    right[factor] += getattr(objs[0], factor) == want
+    print(" | ".join(f"{k} {right[k] / asked[k]:.3f} (n={asked[k]})" for k in asked))
+
+
+def vqa(adapter, n: int = 1500) -> None:
+    from silmm.world.data import ExampleMaker
+    from silmm.world.model import VOCAB
+    from silmm.world.questions import question_type
+
+    vocab = {t: i for i, t in enumerate(VOCAB)}
+    maker = ExampleMaker(adapter.kind, vocab, seed=12345, relation_share=0.3)
+    stats = defaultdict(lambda: [0, 0, 0, 0])  # n, right, judge yes, truly yes
+    for _ in range(n):
+        ex = maker.see()
+        with torch.no_grad():
+            logits = adapter.base(input_ids=torch.tensor([ex["ids"][:-1]])).logits[0, -1]
+        said_yes = bool(logits[vocab["yes"]] > logits[vocab["no"]])
+        truly_yes = ex["ids"][-1] == vocab["yes"]
+        words = [VOCAB[i] for i in ex["ids"]]
+        st = stats[question_type(" ".join(words[2 : words.index("<img>")]))]
+        st[0], st[1], st[2], st[3] = st[0] + 1, st[1] + (said_yes == truly_yes), st[2] + said_yes, st[3] + truly_yes
+    print("question type | n | accuracy | judge yes | true yes")
+    for qtype, (k, right, yes, true) in sorted(stats.items()):
+        print(f"{qtype} | {k} | {right / k:.3f} | {yes / k:.2f} | {true / k:.2f}")
 
 
 def candidates(adapter, top_p: str | None = None) -> None:
@@ -287,7 +336,7 @@ def more(run: Path, below: float = 0.8, extra: int = 32) -> None:
 
 
 def main(argv: list[str]) -> None:
-    on_model = {"relations": relations, "candidates": candidates}
+    on_model = {"relations": relations, "attributes": attributes, "vqa": vqa, "candidates": candidates}
     on_run = {"pairs": pairs, "iterations": iterations, "bindings": bindings, "rules": rules, "more": more}
     if not (argv and argv[0] in on_model | on_run and (len(argv) == 2 or argv[:1] == ["candidates"] and len(argv) == 3)):
         raise SystemExit(__doc__)

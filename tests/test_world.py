@@ -226,6 +226,88 @@ def test_geometry_auxiliary_reaches_the_model():
     assert not torch.allclose(grads[0], grads[1])
 
 
+def test_object_weight_weighs_drawn_object_codes_only():
+    """--object-weight: a drawn object's code counts w times in the cross-entropy mean, every other token once."""
+    import torch.nn.functional as F
+
+    from silmm.world import train as world_train
+    from silmm.world.model import DRAW_TOKENS, VOCAB
+
+    torch.manual_seed(0)
+    model = WorldLM(world_config("discrete", hidden=32, layers=2, heads=2))
+    maker = ExampleMaker("discrete", build_tokenizer().get_vocab(), seed=3)
+    batch = world_train.collate([maker.draw() for _ in range(6)], model.config.pad_token_id)
+    target = batch["labels"][:, 1:]
+    with torch.no_grad():
+        logits = model.lm_head(model.hidden(batch["ids"], batch["mask"]))[:, :-1]
+        each = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=-100, reduction="none")
+        plain = world_train.lm_loss(model, batch)[0]
+        weighted = world_train.lm_loss(model, batch, object_weight=5.0)[0]
+    obj = (target >= VOCAB.index(DRAW_TOKENS[1])) & (target <= VOCAB.index(DRAW_TOKENS[-1]))
+    other = (target != -100) & ~obj
+    assert obj.any() and (target == VOCAB.index(DRAW_TOKENS[0])).any()  # objects and empty cells both drawn
+    assert torch.allclose(plain, each[target != -100].mean())
+    expected = (5.0 * each[obj].sum() + each[other].sum()) / (5.0 * obj.sum() + other.sum())
+    assert torch.allclose(weighted, expected)
+    assert not torch.allclose(weighted, plain)
+
+
+def test_factored_head_ties_drawing_rows_to_their_factors(tmp_path):
+    """--draw-factors: the logit of `<d c>` is (own row + the rows of c's colour, shape, texture, size and layer) . h;
+    every other token's logit is the plain head's; the head survives save_pretrained / from_pretrained."""
+    from silmm.world.model import DRAW_TOKENS, VOCAB, FactoredHead
+    from silmm.world.tokenizer import ATTRS
+
+    torch.manual_seed(0)
+    model = WorldLM(world_config("discrete", hidden=32, layers=2, heads=2, draw_factors=True))
+    head = model.lm_head
+    assert isinstance(head, FactoredHead)
+    h = torch.randn(3, 32)
+    with torch.no_grad():
+        logits, plain, factor = head(h), h @ head.weight.T, h @ head.factors.weight.T  # factor: (3, 22)
+    # factor rows back to back: colours (6 + empty), shapes (4 + 1), textures (3 + 1), sizes (2 + 1), layers (2 + 1)
+    code = ATTRS.index(("blue", "square", "striped", "large", 1)) + 1
+    rows = [2, 7 + 1, 12 + 1, 16 + 1, 19 + 1]  # blue, square, striped, large, layer 1
+    d = VOCAB.index(DRAW_TOKENS[code])
+    assert torch.allclose(logits[:, d], plain[:, d] + factor[:, rows].sum(-1), atol=1e-6)
+    empty = VOCAB.index(DRAW_TOKENS[0])
+    assert torch.allclose(logits[:, empty], plain[:, empty] + factor[:, [6, 11, 15, 18, 21]].sum(-1), atol=1e-6)
+    yes = VOCAB.index("yes")
+    assert torch.allclose(logits[:, yes], plain[:, yes], atol=1e-6)
+    model.save_pretrained(tmp_path)
+    again = WorldLM.from_pretrained(tmp_path)
+    assert isinstance(again.lm_head, FactoredHead) and torch.equal(again.lm_head.factors.weight, head.factors.weight)
+    assert not isinstance(WorldLM(world_config("discrete", hidden=32, layers=2, heads=2)).lm_head, FactoredHead)
+
+
+def test_ordered_draws_put_the_prompts_entities_in_raster_order():
+    """--ordered-draws: discrete drawing examples draw the first-named entity first (raster order) where a layout
+    allows it; without the option about half of the two-entity layouts do."""
+    from silmm.world.data import in_prompt_order
+    from silmm.world.model import VOCAB
+    from silmm.world.tokenizer import codes_to_objs
+
+    spec = parse_prompt("a red circle and a blue square")
+    circle, square = Obj(1, 1, "circle", "red"), Obj(3, 4, "square", "blue")
+    assert in_prompt_order([circle, square], spec)
+    assert not in_prompt_order([Obj(4, 1, "circle", "red"), Obj(0, 5, "square", "blue")], spec)
+    vocab = build_tokenizer().get_vocab()
+    rates = []
+    for ordered in (False, True):
+        maker, hits, n = ExampleMaker("discrete", vocab, seed=5, ordered=ordered), 0, 0
+        while n < 60:
+            words = [VOCAB[i] for i in maker.draw()["ids"]]
+            spec = parse_prompt(" ".join(words[2 : words.index("<img>")]))
+            if len(spec.entities) < 2 or len({e.shape for e in spec.entities}) < len(spec.entities):
+                continue  # entities told apart by shape only
+            codes = [int(w[2:-1]) for w in words[words.index("<img>") + 1 :]]
+            shapes = [o.shape for o in codes_to_objs(codes)]  # raster order
+            entity = [next(i for i, e in enumerate(spec.entities) if e.shape == sh) for sh in shapes]
+            n, hits = n + 1, hits + (entity == sorted(entity))
+        rates.append(hits / n)
+    assert rates[1] >= 0.85 and rates[0] <= 0.7, rates  # ordered: all but relations that force the order ("below")
+
+
 def test_example_maker_is_deterministic():
     vocab = build_tokenizer().get_vocab()
     a, b = ExampleMaker("discrete", vocab, 7), ExampleMaker("discrete", vocab, 7)

@@ -90,6 +90,14 @@ def relation_geometry(question: str, view: SceneView) -> list[list[int]] | None:
     return rows
 
 
+def in_prompt_order(objs: list[Obj], spec: Spec) -> bool:
+    """True if the objects of `random_layout` (one per entity instance, in the prompt's entity order) come in
+    raster order entity by entity: the first cell drawn holds the first entity the prompt names, and so on."""
+    entity = [i for i, e in enumerate(spec.entities) for _ in range(e.count)]
+    by_cell = sorted(range(len(objs)), key=lambda s: objs[s].row * GRID + objs[s].col)
+    return all(entity[a] <= entity[b] for a, b in zip(by_cell, by_cell[1:]))
+
+
 def canonical_codes(objs: list[Obj]) -> list[int]:
     """Codes as the pixel parser reports them: the front layer holds exactly the objects that hide another."""
     view = SceneView.from_objs(objs)
@@ -254,8 +262,10 @@ RELATION_SHARE = 0.5  # share of VQA examples that ask a `relation_question` (th
 class ExampleMaker:
     """Token-id examples for one model kind: dicts with `ids`, `labels` and (continuous draw) `feat_codes`."""
 
-    def __init__(self, kind: str, vocab: dict[str, int], seed: int, relation_share: float = RELATION_SHARE):
+    def __init__(self, kind: str, vocab: dict[str, int], seed: int, relation_share: float = RELATION_SHARE,
+                 ordered: bool = False):
         self.kind, self.vocab, self.rng, self.relation_share = kind, vocab, random.Random(seed), relation_share
+        self.ordered = ordered  # discrete draws: the prompt's entities in raster order where a layout allows it
 
     def t(self, tokens: list[str]) -> list[int]:
         return ids_of(tokens, self.vocab)
@@ -280,6 +290,10 @@ class ExampleMaker:
             spec = parse_prompt(prompt)
             try:
                 objs = canonical_layout(spec) if self.kind == "continuous" else random_layout(spec, self.rng)
+                for _ in range(20 if self.ordered and self.kind == "discrete" else 0):
+                    if in_prompt_order(objs, spec):
+                        break
+                    objs = random_layout(spec, self.rng)
                 break
             except RuntimeError:
                 continue
@@ -334,6 +348,7 @@ __all__ = [
     "IGNORE",
     "NUMBER_WORDS",
     "canonical_codes",
+    "in_prompt_order",
     "perturb",
     "probe_questions",
     "relation_question",

@@ -98,6 +98,34 @@ def _factor_table() -> torch.Tensor:
 
 
 _FACTOR_TABLE = _factor_table()  # not a buffer: from_pretrained leaves non-persistent buffers uninitialised
+_DRAW0 = VOCAB.index(DRAW_TOKENS[0])
+_N_FACTOR_ROWS = sum(len(v) + 1 for v in _FACTORS)
+
+
+@lru_cache(maxsize=1)
+def _draw_factor_map() -> torch.Tensor:
+    """(F, V) 0/1: factor value f (all factors' values, empty included, back to back) -> the draw codes that have it."""
+    offsets = torch.tensor([0, *[len(v) + 1 for v in _FACTORS]], device="cpu").cumsum(0)  # never on meta
+    out = torch.zeros(_N_FACTOR_ROWS, len(VOCAB), device="cpu")
+    for i in range(len(_FACTORS)):
+        out[offsets[i] + _FACTOR_TABLE[:, i], _DRAW0 + torch.arange(N_CODES, device="cpu")] = 1.0
+    return out
+
+
+class FactoredHead(nn.Linear):
+    """The LM head with each drawing code's output row tied in part to its factors: the row of `<d c>` is its own
+    weight plus one learned row per factor value of c (colour, shape, texture, size, layer; the empty cell takes
+    each factor's extra value). Every red code then shares what any red code's gradient teaches, so a model drawing
+    from scratch learns attributes several times faster; the own rows keep codes apart. Other tokens are as in
+    `nn.Linear`."""
+
+    def __init__(self, hidden: int, vocab: int):
+        super().__init__(hidden, vocab, bias=False)
+        self.factors = nn.Linear(hidden, _N_FACTOR_ROWS, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = _draw_factor_map().to(x.device, self.weight.dtype)
+        return nn.functional.linear(x, self.weight + m.T @ self.factors.weight)
 
 
 def features_to_codes(feats: torch.Tensor) -> torch.Tensor:
@@ -107,7 +135,8 @@ def features_to_codes(feats: torch.Tensor) -> torch.Tensor:
 
 
 def world_config(
-    kind: str, *, hidden: int = 192, layers: int = 6, heads: int = 6, seed_vocab: int | None = None
+    kind: str, *, hidden: int = 192, layers: int = 6, heads: int = 6, seed_vocab: int | None = None,
+    draw_factors: bool = False,
 ) -> LlamaConfig:
     if kind not in ("discrete", "continuous"):
         raise ValueError(f"kind {kind!r} is not one of ['discrete', 'continuous']")
@@ -126,14 +155,18 @@ def world_config(
         tie_word_embeddings=False,
         feat_dim=FEAT_DIM if kind == "continuous" else 0,
         world_kind=kind,
+        draw_factors=draw_factors,
     )
 
 
 class WorldLM(LlamaForCausalLM):
-    """LlamaForCausalLM plus, for the continuous kind, a linear feature head over the query positions."""
+    """LlamaForCausalLM plus, for the continuous kind, a linear feature head over the query positions; with
+    `config.draw_factors`, a `FactoredHead` as the LM head."""
 
     def __init__(self, config: LlamaConfig):
         super().__init__(config)
+        if getattr(config, "draw_factors", False):
+            self.lm_head = FactoredHead(config.hidden_size, config.vocab_size)
         feat_dim = getattr(config, "feat_dim", 0)
         self.feat_head = nn.Linear(config.hidden_size, feat_dim) if feat_dim else None
         # understanding path: a seen cell's code is also embedded by its factors and its 2D cell position

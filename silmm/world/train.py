@@ -22,11 +22,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from silmm.world.data import GEOMETRY_SIZE, IGNORE, RELATION_SHARE, ExampleMaker
-from silmm.world.model import WorldLM, build_tokenizer, code_features, world_config
+from silmm.world.model import DRAW_TOKENS, VOCAB, WorldLM, build_tokenizer, code_features, world_config
 from silmm.world.scene import GRID
 
 TASK_MIX = {"draw": 0.35, "see": 0.45, "ask": 0.1, "write": 0.1}
 OBJECT_CELL_WEIGHT = 4.0
+_OBJECT_CODES = (VOCAB.index(DRAW_TOKENS[1]), VOCAB.index(DRAW_TOKENS[-1]))  # first and last non-empty `<d*>`
 GEOMETRY_WEIGHT = 1.0  # weight of the relation geometry auxiliary (the shipped recipes' setting; 0 = off)
 
 
@@ -48,15 +49,22 @@ def collate(examples: list[dict], pad: int) -> dict:
     return batch
 
 
-def lm_loss(model: WorldLM, batch: dict, geometry_head: torch.nn.Linear | None = None, geometry_weight: float = 0.0
-            ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """Mean next-token cross-entropy over labelled positions, and the accuracy there. With a `geometry_head`, relation
-    questions also train the image cells to say where each drawn object lies relative to the subject
+def lm_loss(model: WorldLM, batch: dict, geometry_head: torch.nn.Linear | None = None, geometry_weight: float = 0.0,
+            object_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Mean next-token cross-entropy over labelled positions, and the accuracy there. A drawn object's code (a
+    non-empty `<d*>` target) weighs `object_weight` x any other token. With a `geometry_head`, relation questions
+    also train the image cells to say where each drawn object lies relative to the subject
     (`data.relation_geometry`), weighted by `geometry_weight`."""
     hidden = model.hidden(batch["ids"], batch["mask"])  # (B, T, H)
     logits = model.lm_head(hidden)[:, :-1]  # (B, T-1, V)
     target = batch["labels"][:, 1:]
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE)
+    if object_weight == 1.0:
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE)
+    else:
+        each = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=IGNORE, reduction="none")  # (B, T-1)
+        lo, hi = _OBJECT_CODES
+        weight = torch.where((target >= lo) & (target <= hi), object_weight, 1.0) * (target != IGNORE)
+        loss = (each * weight).sum() / weight.sum()
     cells = batch["cells"]
     if (cells != IGNORE).any():  # auxiliary: image cells learn whether they are what the question asks about
         sel = cells != IGNORE
@@ -82,14 +90,15 @@ class BatchStream(torch.utils.data.IterableDataset):
     """Endless collated batches; worker w draws from seed (seed, w), so a run is fixed by (seed, workers)."""
 
     def __init__(self, kind: str, vocab: dict[str, int], seed: int, batch_size: int, pad: int, merge_tasks: bool,
-                 task_mix: dict[str, float] = TASK_MIX, relation_share: float = RELATION_SHARE):
-        self.task_mix, self.relation_share = task_mix, relation_share
+                 task_mix: dict[str, float] = TASK_MIX, relation_share: float = RELATION_SHARE, ordered: bool = False):
+        self.task_mix, self.relation_share, self.ordered = task_mix, relation_share, ordered
         self.kind, self.vocab, self.seed, self.size, self.pad, self.merge = kind, vocab, seed, batch_size, pad, merge_tasks
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         wid = info.id if info is not None else 0
-        maker = ExampleMaker(self.kind, self.vocab, self.seed * 1000 + wid, relation_share=self.relation_share)
+        maker = ExampleMaker(self.kind, self.vocab, self.seed * 1000 + wid, relation_share=self.relation_share,
+                             ordered=self.ordered)
         rng = random.Random(self.seed * 1000 + wid + 1)
         while True:
             tasks = rng.choices(list(self.task_mix), list(self.task_mix.values()), k=self.size)
@@ -116,12 +125,13 @@ def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: 
           hidden: int = 192, layers: int = 6, heads: int = 6, log_every: int = 100, device: str = "cpu",
           workers: int = 0, max_minutes: float | None = None, init: str | None = None,
           task_mix: dict[str, float] | None = None, relation_share: float = RELATION_SHARE,
-          geometry_weight: float = GEOMETRY_WEIGHT, evaluate: bool = True) -> dict:
+          geometry_weight: float = GEOMETRY_WEIGHT, object_weight: float = 1.0, draw_factors: bool = False,
+          ordered_draws: bool = False, evaluate: bool = True) -> dict:
     torch.set_num_threads(int(os.environ.get("SILMM_THREADS", "1")))
     torch.manual_seed(seed)  # script entry point: the only place that seeds globally
     dev = torch.device(device)
     tok = build_tokenizer()
-    model = WorldLM(world_config(kind, hidden=hidden, layers=layers, heads=heads))
+    model = WorldLM(world_config(kind, hidden=hidden, layers=layers, heads=heads, draw_factors=draw_factors))
     reset: list[str] = []  # --init weights whose shape changed (e.g. a new feat_head): left at their fresh init
     dropped: list[str] = []  # --init weights this kind has no use for: a continuous checkpoint's feature head
     if init:  # continue from an earlier checkpoint (a later stage of a multi-stage recipe)
@@ -153,7 +163,7 @@ def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: 
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress(s))))
     )
     stream = BatchStream(kind, tok.get_vocab(), seed, batch_size, tok.pad_token_id, merge_tasks=dev.type == "cuda",
-                         task_mix=task_mix or TASK_MIX, relation_share=relation_share)
+                         task_mix=task_mix or TASK_MIX, relation_share=relation_share, ordered=ordered_draws)
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -164,7 +174,7 @@ def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: 
         if max_minutes is not None and time.time() - t0 > 60 * max_minutes:
             stopped_early = True
             break
-        parts = [(lm_loss(model, _to(b, dev), geometry_head, geometry_weight), k) for b, k in batch["lm"]]
+        parts = [(lm_loss(model, _to(b, dev), geometry_head, geometry_weight, object_weight), k) for b, k in batch["lm"]]
         n = sum(k for _, k in parts)
         loss = sum(lo * k for (lo, _), k in parts) / n
         acc = sum(a * k for (_, a), k in parts) / n
@@ -197,7 +207,8 @@ def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: 
             "seconds": round(time.time() - t0, 1), "final": log[-1],
             "steps_done": log[-1]["step"] + 1 if not stopped_early else step, "stopped_early": stopped_early,
             "init": init, "init_reset": reset, "init_dropped": dropped, "task_mix": task_mix or TASK_MIX,
-            "relation_share": relation_share, "geometry_weight": geometry_weight}
+            "relation_share": relation_share, "geometry_weight": geometry_weight, "object_weight": object_weight,
+            "draw_factors": draw_factors, "ordered_draws": ordered_draws}
     (out_dir / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
     write_card(out_dir, meta, quick_eval(out_dir) if evaluate else {})
     return meta
@@ -275,6 +286,12 @@ def main(argv: list[str] | None = None) -> None:
                     help="share of VQA examples that ask a relation question (default %(default)s)")  # fmt: skip
     ap.add_argument("--geometry-weight", type=float, default=GEOMETRY_WEIGHT,
                     help="weight of the relation geometry auxiliary (data.relation_geometry); 0 = off (default %(default)s)")  # fmt: skip
+    ap.add_argument("--object-weight", type=float, default=1.0,
+                    help="discrete: cross-entropy weight of a drawn object's code against any other token (default %(default)s)")  # fmt: skip
+    ap.add_argument("--draw-factors", action="store_true",
+                    help="discrete: tie each drawing code's output row in part to its factors (model.FactoredHead)")  # fmt: skip
+    ap.add_argument("--ordered-draws", action="store_true",
+                    help="discrete: drawing examples put the prompt's entities in raster order where a layout allows it")  # fmt: skip
     ap.add_argument("--no-eval", action="store_true",
                     help="skip the card's quick evaluation (python -m eval world measures the model later)")  # fmt: skip
     args = ap.parse_args(argv)
@@ -296,6 +313,9 @@ def main(argv: list[str] | None = None) -> None:
         task_mix=_parse_mix(args.task_mix) if args.task_mix else None,
         relation_share=args.relation_share,
         geometry_weight=args.geometry_weight,
+        object_weight=args.object_weight,
+        draw_factors=args.draw_factors,
+        ordered_draws=args.ordered_draws,
         evaluate=not args.no_eval,
     )
     print(json.dumps(meta))
