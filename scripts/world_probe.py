@@ -18,10 +18,10 @@ and, among those, the share whose shape and each attribute the prompt names (col
 `vqa` answers 1,500 fresh VQA examples as the training data makes them (`data.ExampleMaker.see`, seed 12345,
 relation share 0.3) and reports per question type the count, accuracy, the judge's yes rate and the true yes rate:
 the judge on the mistakes the data teaches, against `eval world`'s agreement on the model's own drawings.
-`candidates` draws each held-out prompt
-once plainly (the evaluation's drawing) and N times with the shipped config's N and diversity (read from
-configs/world-KIND.yaml, or that diversity with top-p TOP_P), and reports per category the oracle's strict rate of the plain drawing, of the
-average candidate, of the best candidate (best-of-N) and of the candidate the model's own judge ranks first.
+`candidates` draws each held-out prompt once plainly (the evaluation's drawing) and N times with the shipped config's
+N and diversity (read from configs/world-KIND.yaml, or that diversity with top-p TOP_P), and reports per category the
+oracle's strict rate of the plain drawing, of the average candidate, of the best candidate (best-of-N) and of the
+candidate the model's own judge ranks first.
 `pairs` reads runs/NAME/iter_K/{pairs,candidates}.jsonl and the candidate PNGs, and counts per category the pairs
 whose chosen image is strictly right and rejected one wrong (the oracle agrees with the judge), the reverse, both
 right, both wrong, and prompts outside the world's grammar. `iterations` asks whether the model's own judgement could
