@@ -1,8 +1,9 @@
-"""Nine diagnostics of a world model or a loop run, behind numbers in docs/RESULTS.md.
+"""Ten diagnostics of a world model or a loop run, behind numbers in docs/RESULTS.md.
 
     python -m scripts.world_probe relations MODEL        # the judge on clean renders: true vs flipped relations
     python -m scripts.world_probe attributes MODEL       # single-object drawings: one object? each attribute right?
     python -m scripts.world_probe vqa MODEL              # the judge on fresh training-distribution VQA, per type
+    python -m scripts.world_probe judge MODEL            # the judge on its own drawings, split by the true answer
     python -m scripts.world_probe candidates MODEL [TOP_P]  # plain drawing vs N diverse candidates, held-out split
     python -m scripts.world_probe pairs RUN_ITER_DIR     # a loop iteration's pairs, checked by the oracle
     python -m scripts.world_probe iterations RUN_DIR     # each iteration's model, scored by its own judge
@@ -18,6 +19,11 @@ and, among those, the share whose shape and each attribute the prompt names (col
 `vqa` answers 1,500 fresh VQA examples as the training data makes them (`data.ExampleMaker.see`, seed 12345,
 relation share 0.3) and reports per question type the count, accuracy, the judge's yes rate and the true yes rate:
 the judge on the mistakes the data teaches, against `eval world`'s agreement on the model's own drawings.
+`judge` splits that agreement: the model draws what `eval world` draws (held-out and single prompts, 8 images each,
+its seeds and diversity) and answers each prompt's questions; agreement with the oracle is reported per question
+type and true answer, relation questions per relation, count questions per number asked (of an entity or of all
+objects). Most true answers on good drawings are yes, so a type's overall agreement can hide a judge that says yes
+to everything, or one that cannot count past one.
 `candidates` draws each held-out prompt once plainly (the evaluation's drawing) and N times with the shipped config's
 N and diversity (read from configs/world-KIND.yaml, or that diversity with top-p TOP_P), and reports per category the
 oracle's strict rate of the plain drawing, of the average candidate, of the best candidate (best-of-N) and of the
@@ -335,8 +341,40 @@ def more(run: Path, below: float = 0.8, extra: int = 32) -> None:
         print(f"{cat} | " + " | ".join(str(st[k]) for k in keys))
 
 
+def judge(adapter, images_per_prompt: int = 8, prompts: list[str] | None = None) -> None:
+    from silmm.world.evaluate import default_prompts
+    from silmm.world.questions import answer, read
+
+    prompts = prompts or default_prompts()
+    jobs = [(i, k, p) for i, p in enumerate(prompts) for k in range(images_per_prompt)]
+    agree = defaultdict(list)
+    for start in range(0, len(jobs), 64):  # the evaluation's seeds (1000 * prompt + k) and batches
+        chunk = jobs[start : start + 64]
+        seeds = [1000 * i + k for i, k, _ in chunk]
+        samples = adapter.sample([p for *_, p in chunk], seeds, DEFAULT_DIVERSITY[adapter.kind])
+        images, texts, groups = [], [], []
+        for s, (*_, p) in zip(samples, chunk):
+            view = SceneView.from_image(s.image)
+            for q in decompose(p):
+                qtype, form = read(q.text)
+                detail = ""
+                if qtype == "relation":
+                    detail = form[2]
+                elif qtype == "count":
+                    detail = f"{'all objects' if form[0] == 'total' else 'an entity'}, {form[-1]}"
+                images.append(s.image)
+                texts.append(q.text)
+                groups.append((qtype, detail, "yes" if answer(q.text, view) else "no"))
+        p_yes, p_no = adapter.answer_yes_no(images, texts)
+        for group, said in zip(groups, (p_yes > p_no).tolist()):
+            agree[group].append(said == (group[2] == "yes"))
+    print("question type | relation or number asked | true answer | n | agreement")
+    for (qtype, detail, truth), v in sorted(agree.items()):
+        print(f"{qtype} | {detail or '-'} | {truth} | {len(v)} | {sum(v) / len(v):.3f}")
+
+
 def main(argv: list[str]) -> None:
-    on_model = {"relations": relations, "attributes": attributes, "vqa": vqa, "candidates": candidates}
+    on_model = {"relations": relations, "attributes": attributes, "vqa": vqa, "judge": judge, "candidates": candidates}
     on_run = {"pairs": pairs, "iterations": iterations, "bindings": bindings, "rules": rules, "more": more}
     if not (argv and argv[0] in on_model | on_run and (len(argv) == 2 or argv[:1] == ["candidates"] and len(argv) == 3)):
         raise SystemExit(__doc__)

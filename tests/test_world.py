@@ -1,6 +1,7 @@
 """The built-in world: grammar, renderer + tokenizer round trip, oracle, question decomposition, world adapters."""
 
 import random
+from collections import defaultdict
 from pathlib import Path
 
 import conformance as C
@@ -308,6 +309,34 @@ def test_ordered_draws_put_the_prompts_entities_in_raster_order():
     assert rates[1] >= 0.85 and rates[0] <= 0.7, rates  # ordered: all but relations that force the order ("below")
 
 
+def test_count_questions_ask_groups_about_half_true():
+    """--count-share: count questions about a numeracy layout name one of its entities (or all objects) and ask the
+    true number or one off, about half answered yes, groups of two to four included."""
+    from silmm.world.data import count_question
+    from silmm.world.model import VOCAB
+
+    spec = parse_prompt("two red circles and one blue square")
+    view = SceneView.from_objs([Obj(1, 1, "circle", "red"), Obj(1, 4, "circle", "red"), Obj(4, 2, "square", "blue")])
+    rng = random.Random(0)
+    asked = [count_question(spec, view, rng) for _ in range(300)]
+    assert set(asked) <= {
+        "is there exactly one red circle?", "are there exactly two red circles?", "are there exactly three red circles?",
+        "is there exactly one blue square?", "are there exactly two blue squares?",
+        "are there exactly two objects?", "are there exactly three objects?", "are there exactly four objects?",
+    }  # fmt: skip
+    assert 0.35 <= sum(answer(q, view) for q in asked) / len(asked) <= 0.65
+    assert "are there exactly two red circles?" in asked and "are there exactly three objects?" in asked
+
+    vocab = build_tokenizer().get_vocab()
+    maker, seen = ExampleMaker("continuous", vocab, 3, count_share=1.0), []
+    for _ in range(200):
+        words = [VOCAB[i] for i in maker.see()["ids"]]
+        seen.append((" ".join(words[2 : words.index("<img>")]), words[-1]))
+    assert all(q.startswith(("is there exactly", "are there exactly")) for q, _ in seen)
+    assert 0.35 <= sum(a == "yes" for _, a in seen) / len(seen) <= 0.65
+    assert sum(q.split()[3] in ("two", "three", "four") and a == "yes" for q, a in seen if "object" not in q) >= 30
+
+
 def test_example_maker_is_deterministic():
     vocab = build_tokenizer().get_vocab()
     a, b = ExampleMaker("discrete", vocab, 7), ExampleMaker("discrete", vocab, 7)
@@ -422,6 +451,23 @@ def test_discrete_training_can_start_from_a_continuous_checkpoint(tmp_path):
     assert WorldAdapter.from_pretrained(tmp_path / "d").kind == "discrete"
 
 
+def test_training_options_that_do_not_fit_are_refused(tmp_path, capsys):
+    """--object-weight, --draw-factors and --ordered-draws shape how codes are drawn; world-continuous draws
+    features, so given to it they are one error naming them, from the function and from the CLI, before any
+    output is written; so is a share outside [0, 1]."""
+    from silmm.world import train as world_train
+
+    with pytest.raises(ValueError, match=r"\['draw_factors', 'ordered_draws'\] apply to --kind discrete only"):
+        world_train.train("continuous", str(tmp_path / "f"), steps=1, draw_factors=True, ordered_draws=True)
+    with pytest.raises(SystemExit):
+        world_train.main(["--kind", "continuous", "--out", str(tmp_path / "c"), "--object-weight", "10"])
+    assert "['object_weight'] apply to --kind discrete only" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        world_train.main(["--kind", "discrete", "--out", str(tmp_path / "s"), "--count-share", "1.5"])
+    assert "count_share 1.5 is not a share" in capsys.readouterr().err
+    assert not any((tmp_path / d).exists() for d in ("f", "c", "s"))
+
+
 def _eval_args(tmp_path, model, prompts, out="out"):
     import argparse
 
@@ -513,6 +559,29 @@ def test_paired_change_hand_worked(tmp_path):
     write("other_seeds", [("a", "color", [True, True])], seeds=(5, 6))
     with pytest.raises(ValueError, match="'a'"):
         paired_change(tmp_path / "base", tmp_path / "other_seeds")
+
+
+def test_world_probe_judge_splits_the_evaluations_agreement(capsys):
+    """`world_probe judge` draws what `eval world` draws and splits its judge agreement by true answer, relation
+    and number asked: each question type's rows, weighted by n, give the evaluation's agreement for that type."""
+    from scripts.world_probe import judge
+    from silmm.world.evaluate import evaluate
+
+    adapter = tiny_world("discrete", seed=2)
+    prompts = ["two red circles and one blue square", "a striped circle to the left of a small diamond", "a red circle"]
+    judge(adapter, images_per_prompt=2, prompts=prompts)
+    rows = [r.split(" | ") for r in capsys.readouterr().out.strip().splitlines()[1:]]
+    expected = evaluate(adapter, prompts, images_per_prompt=2, progress=False)["judge_agreement"]
+    totals = defaultdict(lambda: [0, 0.0])
+    for qtype, _, truth, n, agreement in rows:
+        assert truth in ("yes", "no")
+        totals[qtype][0] += int(n)
+        totals[qtype][1] += int(n) * float(agreement)
+    assert {"count", "relation", "color", "texture", "size", "shape", "existence"} <= set(totals)
+    for qtype, (n, right) in totals.items():
+        assert right / n == pytest.approx(expected[qtype], abs=2e-3), qtype
+    assert any(r[0] == "count" and r[1] == "an entity, 2" for r in rows)
+    assert any(r[0] == "relation" and r[1] == "to the left of" for r in rows)
 
 
 def test_world_probe_bindings_counts_a_tiny_run(tmp_path, capsys):

@@ -21,6 +21,7 @@ from silmm.adapters.base import Diversity, Sample
 from silmm.world.data import see_sequence
 from silmm.world.grammar import ALL_CATEGORIES, normalize
 from silmm.world.model import (
+    DRAW0,
     DRAW_TOKENS,
     VOCAB,
     WORDS,
@@ -37,7 +38,6 @@ MAX_PROMPT_TOKENS = 40
 MAX_QUESTION_TOKENS = 160
 ADAPTER_META = "silmm_adapter.json"
 _ID = {t: i for i, t in enumerate(VOCAB)}
-_DRAW0 = _ID[DRAW_TOKENS[0]]
 
 
 def _mask(tokens: list[str]) -> torch.Tensor:
@@ -136,7 +136,7 @@ class WorldAdapter:
                     top_p=diversity.top_p,
                     temperature=diversity.temperature,
                 )
-                - _DRAW0
+                - DRAW0
             )  # (B, 36) codes
             return [Sample(p, s, decode(c.tolist()), ids=c) for p, s, c in zip(prompts, seeds, ids)]
         feats = self._features(prompts, seeds, diversity)  # (B, 36, D)
@@ -235,14 +235,14 @@ class WorldAdapter:
     def policy_outputs(self, prompts: list[str], samples: list[Sample]) -> torch.Tensor:
         if self.kind == "continuous":
             return self._features_grad(prompts)
-        rows = [r + [_DRAW0 + int(c) for c in s.ids] for r, s in zip(self._draw_rows(prompts), samples)]
+        rows = [r + [DRAW0 + int(c) for c in s.ids] for r, s in zip(self._draw_rows(prompts), samples)]
         width = max(map(len, rows))
         ids = torch.tensor([[_ID["<pad>"]] * (width - len(r)) + r for r in rows], device=self.device)
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
         pos = (mask.cumsum(1) - 1).clamp(min=0)
         logits = self.base(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -N_CELLS - 1 : -1]
-        logps = F.log_softmax(logits[..., _DRAW0 : _DRAW0 + len(DRAW_TOKENS)].float(), -1)  # (B, 36, codes)
-        target = ids[:, -N_CELLS:] - _DRAW0
+        logps = F.log_softmax(logits[..., DRAW0 : DRAW0 + len(DRAW_TOKENS)].float(), -1)  # (B, 36, codes)
+        target = ids[:, -N_CELLS:] - DRAW0
         return logps.gather(-1, target[..., None]).squeeze(-1).sum(-1)  # (B,)
 
     def _features_grad(self, prompts: list[str]) -> torch.Tensor:

@@ -23,7 +23,7 @@ from silmm.world.grammar import (
     parse_prompt,
 )
 from silmm.world.layout import MIN_BACK_VISIBLE, _visible_share, canonical_layout, random_layout, random_scene
-from silmm.world.oracle import SceneView, holds
+from silmm.world.oracle import SceneView, count, holds
 from silmm.world.questions import _article, _count_q, _relation_q, _words, answer, decompose
 from silmm.world.scene import COLORS, GRID, SHAPES, SIZES, TEXTURES, Obj, draw_order, overlaps
 from silmm.world.tokenizer import objs_to_codes
@@ -256,6 +256,20 @@ def relation_question(view: SceneView, rng: random.Random) -> str | None:
     return _relation_q(ea, rel, eb)
 
 
+def count_question(spec: Spec, view: SceneView, rng: random.Random) -> str:
+    """A count question about a scene laid out for `spec`: one of its entities as the prompt names it or, one time
+    in three, all objects; the number asked is the true one half of the time and one off otherwise. Groups of two
+    to four alike objects, which prompts ask about, are rare in random scenes, so without these a judge says no to
+    every "are there exactly two ...?"."""
+    if rng.random() < 1 / 3:
+        n, one, many, top = len(view.objects) + (view.residual > 0), "object", "objects", 8
+    else:
+        e = rng.choice(spec.entities)
+        n, one, many, top = count(view, e), _words(e), _words(e, True), 4
+    asked = n if rng.random() < 0.5 else n + rng.choice((-1, 1))
+    return _count_q(one, many, max(1, min(top, asked)))
+
+
 RELATION_SHARE = 0.5  # share of VQA examples that ask a `relation_question` (the shipped recipes' setting)
 
 
@@ -263,8 +277,9 @@ class ExampleMaker:
     """Token-id examples for one model kind: dicts with `ids`, `labels` and (continuous draw) `feat_codes`."""
 
     def __init__(self, kind: str, vocab: dict[str, int], seed: int, relation_share: float = RELATION_SHARE,
-                 ordered: bool = False):
+                 ordered: bool = False, count_share: float = 0.0):
         self.kind, self.vocab, self.rng, self.relation_share = kind, vocab, random.Random(seed), relation_share
+        self.count_share = count_share  # share of VQA examples that ask a `count_question` about a numeracy layout
         self.ordered = ordered  # discrete draws: the prompt's entities in raster order where a layout allows it
 
     def t(self, tokens: list[str]) -> list[int]:
@@ -305,8 +320,28 @@ class ExampleMaker:
         tail = self.t([f"<d{c}>" for c in codes])
         return {"ids": head + tail, "labels": [IGNORE] * len(head) + tail}
 
+    def _counted(self) -> tuple[list[Obj], SceneView, str]:
+        """A numeracy prompt's layout, perturbed up to twice, and a `count_question` about it."""
+        rng = self.rng
+        while True:
+            spec = parse_prompt(sample_prompt("numeracy", rng))
+            try:
+                objs = random_layout(spec, rng)
+                break
+            except RuntimeError:
+                continue
+        for _ in range(rng.choice((0, 1, 1, 2))):
+            cand = perturb(objs, rng)
+            if scene_ok(cand):
+                objs = cand
+        view = SceneView.from_objs(objs)
+        return objs, view, count_question(spec, view, rng)
+
     def see(self, n_questions: int = 4) -> dict:
         rng = self.rng
+        if self.count_share and rng.random() < self.count_share:
+            objs, view, q = self._counted()
+            return self._seen(objs, view, q)
         prompt = None
         if rng.random() < 0.5:
             prompt = sample_prompt(rng.choice(ALL_CATEGORIES), rng)
@@ -330,6 +365,10 @@ class ExampleMaker:
         q = rng.choice(qs or [_count_q("object", "objects", max(1, min(8, len(objs))))])
         if rng.random() < self.relation_share:
             q = relation_question(view, rng) or q
+        return self._seen(objs, view, q)
+
+    def _seen(self, objs: list[Obj], view: SceneView, q: str) -> dict:
+        """The VQA example: question, image cells, answer, and the auxiliary per-cell targets."""
         head = self.t(see_sequence(canonical_codes(objs), q))
         ans = self.vocab["yes" if answer(q, view) else "no"]
         cells = [IGNORE] * len(head) + [IGNORE]
@@ -348,6 +387,7 @@ __all__ = [
     "IGNORE",
     "NUMBER_WORDS",
     "canonical_codes",
+    "count_question",
     "in_prompt_order",
     "perturb",
     "probe_questions",

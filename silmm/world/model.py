@@ -98,7 +98,8 @@ def _factor_table() -> torch.Tensor:
 
 
 _FACTOR_TABLE = _factor_table()  # not a buffer: from_pretrained leaves non-persistent buffers uninitialised
-_DRAW0 = VOCAB.index(DRAW_TOKENS[0])
+
+DRAW0 = VOCAB.index(DRAW_TOKENS[0])  # the first drawing code `<d0>` (the empty cell); `<d c>` is DRAW0 + c
 _N_FACTOR_ROWS = sum(len(v) + 1 for v in _FACTORS)
 
 
@@ -108,7 +109,7 @@ def _draw_factor_map() -> torch.Tensor:
     offsets = torch.tensor([0, *[len(v) + 1 for v in _FACTORS]], device="cpu").cumsum(0)  # never on meta
     out = torch.zeros(_N_FACTOR_ROWS, len(VOCAB), device="cpu")
     for i in range(len(_FACTORS)):
-        out[offsets[i] + _FACTOR_TABLE[:, i], _DRAW0 + torch.arange(N_CODES, device="cpu")] = 1.0
+        out[offsets[i] + _FACTOR_TABLE[:, i], DRAW0 + torch.arange(N_CODES, device="cpu")] = 1.0
     return out
 
 

@@ -22,12 +22,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from silmm.world.data import GEOMETRY_SIZE, IGNORE, RELATION_SHARE, ExampleMaker
-from silmm.world.model import DRAW_TOKENS, VOCAB, WorldLM, build_tokenizer, code_features, world_config
+from silmm.world.model import DRAW0, DRAW_TOKENS, WorldLM, build_tokenizer, code_features, world_config
 from silmm.world.scene import GRID
 
 TASK_MIX = {"draw": 0.35, "see": 0.45, "ask": 0.1, "write": 0.1}
 OBJECT_CELL_WEIGHT = 4.0
-_OBJECT_CODES = (VOCAB.index(DRAW_TOKENS[1]), VOCAB.index(DRAW_TOKENS[-1]))  # first and last non-empty `<d*>`
+_OBJECT_CODES = (DRAW0 + 1, DRAW0 + len(DRAW_TOKENS) - 1)  # first and last non-empty `<d*>`
 GEOMETRY_WEIGHT = 1.0  # weight of the relation geometry auxiliary (the shipped recipes' setting; 0 = off)
 
 
@@ -90,15 +90,17 @@ class BatchStream(torch.utils.data.IterableDataset):
     """Endless collated batches; worker w draws from seed (seed, w), so a run is fixed by (seed, workers)."""
 
     def __init__(self, kind: str, vocab: dict[str, int], seed: int, batch_size: int, pad: int, merge_tasks: bool,
-                 task_mix: dict[str, float] = TASK_MIX, relation_share: float = RELATION_SHARE, ordered: bool = False):
+                 task_mix: dict[str, float] = TASK_MIX, relation_share: float = RELATION_SHARE, ordered: bool = False,
+                 count_share: float = 0.0):
         self.task_mix, self.relation_share, self.ordered = task_mix, relation_share, ordered
+        self.count_share = count_share
         self.kind, self.vocab, self.seed, self.size, self.pad, self.merge = kind, vocab, seed, batch_size, pad, merge_tasks
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         wid = info.id if info is not None else 0
         maker = ExampleMaker(self.kind, self.vocab, self.seed * 1000 + wid, relation_share=self.relation_share,
-                             ordered=self.ordered)
+                             ordered=self.ordered, count_share=self.count_share)
         rng = random.Random(self.seed * 1000 + wid + 1)
         while True:
             tasks = rng.choices(list(self.task_mix), list(self.task_mix.values()), k=self.size)
@@ -121,12 +123,29 @@ def _to(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
+def _bad_options(kind: str, object_weight: float, draw_factors: bool, ordered_draws: bool, relation_share: float,
+                 count_share: float) -> str | None:
+    """The message for options that do not fit together, or None: drawing options given to a kind they do not
+    apply to, a share outside [0, 1]."""
+    given = {"object_weight": object_weight != 1.0, "draw_factors": draw_factors, "ordered_draws": ordered_draws}
+    if kind == "continuous" and any(given.values()):
+        return (f"{sorted(k for k, v in given.items() if v)} apply to --kind discrete only "
+                "(world-continuous draws features, not codes)")
+    for name, share in (("relation_share", relation_share), ("count_share", count_share)):
+        if not 0.0 <= share <= 1.0:
+            return f"{name} {share} is not a share: give a number from 0 to 1"
+    return None
+
+
 def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: int = 48, lr: float = 2e-3,
           hidden: int = 192, layers: int = 6, heads: int = 6, log_every: int = 100, device: str = "cpu",
           workers: int = 0, max_minutes: float | None = None, init: str | None = None,
           task_mix: dict[str, float] | None = None, relation_share: float = RELATION_SHARE,
           geometry_weight: float = GEOMETRY_WEIGHT, object_weight: float = 1.0, draw_factors: bool = False,
-          ordered_draws: bool = False, evaluate: bool = True) -> dict:
+          ordered_draws: bool = False, count_share: float = 0.0,
+          evaluate: bool = True) -> dict:
+    if problem := _bad_options(kind, object_weight, draw_factors, ordered_draws, relation_share, count_share):
+        raise ValueError(problem)
     torch.set_num_threads(int(os.environ.get("SILMM_THREADS", "1")))
     torch.manual_seed(seed)  # script entry point: the only place that seeds globally
     dev = torch.device(device)
@@ -163,7 +182,8 @@ def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: 
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress(s))))
     )
     stream = BatchStream(kind, tok.get_vocab(), seed, batch_size, tok.pad_token_id, merge_tasks=dev.type == "cuda",
-                         task_mix=task_mix or TASK_MIX, relation_share=relation_share, ordered=ordered_draws)
+                         task_mix=task_mix or TASK_MIX, relation_share=relation_share, ordered=ordered_draws,
+                         count_share=count_share)
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -208,7 +228,7 @@ def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: 
             "steps_done": log[-1]["step"] + 1 if not stopped_early else step, "stopped_early": stopped_early,
             "init": init, "init_reset": reset, "init_dropped": dropped, "task_mix": task_mix or TASK_MIX,
             "relation_share": relation_share, "geometry_weight": geometry_weight, "object_weight": object_weight,
-            "draw_factors": draw_factors, "ordered_draws": ordered_draws}
+            "draw_factors": draw_factors, "ordered_draws": ordered_draws, "count_share": count_share}
     (out_dir / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
     write_card(out_dir, meta, quick_eval(out_dir) if evaluate else {})
     return meta
@@ -284,6 +304,8 @@ def main(argv: list[str] | None = None) -> None:
     # the shipped recipes' settings (assets/world-*/README.md); without them the judge does not learn to read relations
     ap.add_argument("--relation-share", type=float, default=RELATION_SHARE,
                     help="share of VQA examples that ask a relation question (default %(default)s)")  # fmt: skip
+    ap.add_argument("--count-share", type=float, default=0.0,
+                    help="share of VQA examples that ask data.count_question about a numeracy layout (default %(default)s)")  # fmt: skip
     ap.add_argument("--geometry-weight", type=float, default=GEOMETRY_WEIGHT,
                     help="weight of the relation geometry auxiliary (data.relation_geometry); 0 = off (default %(default)s)")  # fmt: skip
     ap.add_argument("--object-weight", type=float, default=1.0,
@@ -295,6 +317,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-eval", action="store_true",
                     help="skip the card's quick evaluation (python -m eval world measures the model later)")  # fmt: skip
     args = ap.parse_args(argv)
+    if problem := _bad_options(args.kind, args.object_weight, args.draw_factors, args.ordered_draws,
+                               args.relation_share, args.count_share):
+        ap.error(problem)
     meta = train(
         args.kind,
         args.out,
@@ -316,6 +341,7 @@ def main(argv: list[str] | None = None) -> None:
         object_weight=args.object_weight,
         draw_factors=args.draw_factors,
         ordered_draws=args.ordered_draws,
+        count_share=args.count_share,
         evaluate=not args.no_eval,
     )
     print(json.dumps(meta))
