@@ -342,32 +342,19 @@ def more(run: Path, below: float = 0.8, extra: int = 32) -> None:
 
 
 def judge(adapter, images_per_prompt: int = 8, prompts: list[str] | None = None) -> None:
-    from silmm.world.evaluate import default_prompts
-    from silmm.world.questions import answer, read
+    from silmm.world.evaluate import default_prompts, evaluate
+    from silmm.world.questions import read
 
-    prompts = prompts or default_prompts()
-    jobs = [(i, k, p) for i, p in enumerate(prompts) for k in range(images_per_prompt)]
+    res = evaluate(adapter, prompts or default_prompts(), images_per_prompt=images_per_prompt, keep_answers=True)
     agree = defaultdict(list)
-    for start in range(0, len(jobs), 64):  # the evaluation's seeds (1000 * prompt + k) and batches
-        chunk = jobs[start : start + 64]
-        seeds = [1000 * i + k for i, k, _ in chunk]
-        samples = adapter.sample([p for *_, p in chunk], seeds, DEFAULT_DIVERSITY[adapter.kind])
-        images, texts, groups = [], [], []
-        for s, (*_, p) in zip(samples, chunk):
-            view = SceneView.from_image(s.image)
-            for q in decompose(p):
-                qtype, form = read(q.text)
-                detail = ""
-                if qtype == "relation":
-                    detail = form[2]
-                elif qtype == "count":
-                    detail = f"{'all objects' if form[0] == 'total' else 'an entity'}, {form[-1]}"
-                images.append(s.image)
-                texts.append(q.text)
-                groups.append((qtype, detail, "yes" if answer(q.text, view) else "no"))
-        p_yes, p_no = adapter.answer_yes_no(images, texts)
-        for group, said in zip(groups, (p_yes > p_no).tolist()):
-            agree[group].append(said == (group[2] == "yes"))
+    for question, qtype, truth, said in res["answers"]:
+        detail = ""
+        if qtype == "relation":
+            detail = read(question)[1][2]
+        elif qtype == "count":
+            form = read(question)[1]
+            detail = f"{'all objects' if form[0] == 'total' else 'an entity'}, {form[-1]}"
+        agree[(qtype, detail, "yes" if truth else "no")].append(said == truth)
     print("question type | relation or number asked | true answer | n | agreement")
     for (qtype, detail, truth), v in sorted(agree.items()):
         print(f"{qtype} | {detail or '-'} | {truth} | {len(v)} | {sum(v) / len(v):.3f}")

@@ -330,12 +330,17 @@ class ExampleMaker:
                 break
             except RuntimeError:
                 continue
-        for _ in range(rng.choice((0, 1, 1, 2))):
-            cand = perturb(objs, rng)
-            if scene_ok(cand):
-                objs = cand
+        objs = self._perturbed(objs)
         view = SceneView.from_objs(objs)
         return objs, view, count_question(spec, view, rng)
+
+    def _perturbed(self, objs: list[Obj]) -> list[Obj]:
+        """The layout with up to two `perturb` mistakes (each kept only if the scene stays drawable)."""
+        for _ in range(self.rng.choice((0, 1, 1, 2))):
+            cand = perturb(objs, self.rng)
+            if scene_ok(cand):
+                objs = cand
+        return objs
 
     def see(self, n_questions: int = 4) -> dict:
         rng = self.rng
@@ -350,10 +355,7 @@ class ExampleMaker:
             except RuntimeError:
                 prompt = None
         if prompt is not None:
-            for _ in range(rng.choice((0, 1, 1, 2))):
-                cand = perturb(objs, rng)
-                if scene_ok(cand):
-                    objs = cand
+            objs = self._perturbed(objs)
             view = SceneView.from_objs(objs)
             qs = balanced_questions(parse_prompt(prompt), view, rng, n_questions - 1) + probe_questions(view, rng, 1)
         else:

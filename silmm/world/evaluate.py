@@ -72,15 +72,18 @@ def evaluate(
     batch_size: int = 64,
     progress: bool = True,
     keep_images: int = 0,
+    keep_answers: bool = False,
 ) -> dict:
     """Results dict (see module docstring); `per_prompt` holds one record per prompt, `images` the first
-    `keep_images` prompts' images for a grid."""
+    `keep_images` prompts' images for a grid; with `keep_answers`, `answers` holds one (question, type, true
+    answer, judge's answer) per question asked."""
     t0 = time.time()
     diversity = diversity or DEFAULT_DIVERSITY[adapter.kind]
     jobs = [(i, k, p) for i, p in enumerate(prompts) for k in range(images_per_prompt)]
     records: dict[int, dict] = {}
     agree: dict[str, list[float]] = defaultdict(list)
     kept: list[list[Image.Image]] = [[] for _ in range(min(keep_images, len(prompts)))]
+    answers: list[tuple[str, str, bool, bool]] = []
     bar = tqdm(total=len(jobs), desc=f"eval world ({adapter.name})", disable=not progress, unit="img")
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start : start + batch_size]
@@ -116,6 +119,8 @@ def evaluate(
         for said, truth, qtype in zip((p_yes > p_no).tolist(), qs_truth, qs_type):
             agree[qtype].append(float(said == truth))
             agree["overall"].append(float(said == truth))
+        if keep_answers:
+            answers.extend(zip(qs_text, qs_type, qs_truth, (p_yes > p_no).tolist()))
         bar.update(len(chunk))
     bar.close()
     per_cat: dict[str, dict[str, list]] = defaultdict(lambda: {"strict": [], "facts_only": []})
@@ -124,7 +129,7 @@ def evaluate(
         per_cat[rec["category"]]["facts_only"].extend(map(float, rec["facts_only"]))
     scores = {c: _mean(v["strict"]) for c, v in sorted(per_cat.items())}
     compositional = [c for c in scores if c in CATEGORIES]
-    return {
+    res = {
         "benchmark": "world",
         "model": adapter.name,
         "scores": scores,
@@ -142,3 +147,6 @@ def evaluate(
         "per_prompt": [records[i] for i in sorted(records)],
         "images": kept,
     }
+    if keep_answers:
+        res["answers"] = answers
+    return res
