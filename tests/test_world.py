@@ -1,5 +1,6 @@
 """The built-in world: grammar, renderer + tokenizer round trip, oracle, question decomposition, world adapters."""
 
+import json
 import random
 from collections import defaultdict
 from pathlib import Path
@@ -253,6 +254,35 @@ def test_object_weight_weighs_drawn_object_codes_only():
     assert not torch.allclose(weighted, plain)
 
 
+def test_cell_object_weight_weighs_cells_with_an_object_only():
+    """--cell-object-weight: in the cell relevance auxiliary a cell holding an object counts w times, an empty
+    cell once; the answer's cross-entropy is unchanged."""
+    import torch.nn.functional as F
+
+    from silmm.world import train as world_train
+    from silmm.world.model import SEE_TOKENS, VOCAB
+
+    torch.manual_seed(0)
+    model = WorldLM(world_config("continuous", hidden=32, layers=2, heads=2))
+    maker = ExampleMaker("continuous", build_tokenizer().get_vocab(), seed=3)
+    batch = world_train.collate([maker.see() for _ in range(6)], model.config.pad_token_id)
+    with torch.no_grad():
+        hidden = model.hidden(batch["ids"], batch["mask"])
+        logits = model.lm_head(hidden)[:, :-1]
+        answer = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1), ignore_index=-100)
+        sel = batch["cells"] != -100
+        each = F.binary_cross_entropy_with_logits(model.cell_head(hidden[sel]).squeeze(-1), batch["cells"][sel].float(),
+                                                  reduction="none")  # fmt: skip
+        weighted = world_train.lm_loss(model, batch, cell_object_weight=8.0)[0]
+        plain = world_train.lm_loss(model, batch)[0]
+    obj = batch["ids"][sel] != VOCAB.index(SEE_TOKENS[0])
+    assert obj.any() and (~obj).any()
+    assert torch.allclose(plain, answer + each.mean())
+    expected = answer + (8.0 * each[obj].sum() + each[~obj].sum()) / (8.0 * obj.sum() + (~obj).sum())
+    assert torch.allclose(weighted, expected)
+    assert not torch.allclose(weighted, plain)
+
+
 def test_factored_head_ties_drawing_rows_to_their_factors(tmp_path):
     """--draw-factors: the logit of `<d c>` is (own row + the rows of c's colour, shape, texture, size and layer) . h;
     every other token's logit is the plain head's; the head survives save_pretrained / from_pretrained."""
@@ -434,6 +464,10 @@ def test_training_smoke_is_deterministic(tmp_path):
     a = world_train.train("discrete", str(tmp_path / "a"), steps=3, batch_size=8, hidden=32, layers=2, heads=2, evaluate=False)
     b = world_train.train("discrete", str(tmp_path / "b"), steps=3, batch_size=8, hidden=32, layers=2, heads=2, evaluate=False)
     assert a["final"]["loss"] == b["final"]["loss"]
+    first, last = (json.loads(line) for line in (tmp_path / "a" / "train_log.jsonl").read_text().splitlines())
+    assert first["mean_loss"] == first["loss"]  # a window of one step
+    assert set(last["task_acc"]) <= {"see", "draw", "ask", "write"} and "see" in last["task_acc"]
+    assert all(0.0 <= v <= 1.0 for v in last["task_acc"].values())
     for name in ("model.safetensors", "config.json", "tokenizer.json", "README.md", "training.json"):
         assert (tmp_path / "a" / name).is_file()
     assert "### heldout" not in (tmp_path / "a" / "README.md").read_text()

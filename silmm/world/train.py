@@ -22,12 +22,22 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from silmm.world.data import GEOMETRY_SIZE, IGNORE, RELATION_SHARE, ExampleMaker
-from silmm.world.model import DRAW0, DRAW_TOKENS, WorldLM, build_tokenizer, code_features, world_config
+from silmm.world.model import (
+    DRAW0,
+    DRAW_TOKENS,
+    SEE_TOKENS,
+    VOCAB,
+    WorldLM,
+    build_tokenizer,
+    code_features,
+    world_config,
+)
 from silmm.world.scene import GRID
 
 TASK_MIX = {"draw": 0.35, "see": 0.45, "ask": 0.1, "write": 0.1}
 OBJECT_CELL_WEIGHT = 4.0
 _OBJECT_CODES = (DRAW0 + 1, DRAW0 + len(DRAW_TOKENS) - 1)  # first and last non-empty `<d*>`
+_EMPTY_SEEN = VOCAB.index(SEE_TOKENS[0])  # `<s0>`, a seen empty cell
 GEOMETRY_WEIGHT = 1.0  # weight of the relation geometry auxiliary (the shipped recipes' setting; 0 = off)
 
 
@@ -50,11 +60,12 @@ def collate(examples: list[dict], pad: int) -> dict:
 
 
 def lm_loss(model: WorldLM, batch: dict, geometry_head: torch.nn.Linear | None = None, geometry_weight: float = 0.0,
-            object_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+            object_weight: float = 1.0, cell_object_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Mean next-token cross-entropy over labelled positions, and the accuracy there. A drawn object's code (a
     non-empty `<d*>` target) weighs `object_weight` x any other token. With a `geometry_head`, relation questions
     also train the image cells to say where each drawn object lies relative to the subject
-    (`data.relation_geometry`), weighted by `geometry_weight`."""
+    (`data.relation_geometry`), weighted by `geometry_weight`. In the per-cell relevance auxiliary a cell with an
+    object weighs `cell_object_weight` x an empty one."""
     hidden = model.hidden(batch["ids"], batch["mask"])  # (B, T, H)
     logits = model.lm_head(hidden)[:, :-1]  # (B, T-1, V)
     target = batch["labels"][:, 1:]
@@ -69,7 +80,8 @@ def lm_loss(model: WorldLM, batch: dict, geometry_head: torch.nn.Linear | None =
     if (cells != IGNORE).any():  # auxiliary: image cells learn whether they are what the question asks about
         sel = cells != IGNORE
         cell_logits = model.cell_head(hidden[sel]).squeeze(-1)
-        loss = loss + F.binary_cross_entropy_with_logits(cell_logits, cells[sel].float())
+        weight = torch.where(batch["ids"][sel] == _EMPTY_SEEN, 1.0, cell_object_weight)
+        loss = loss + F.binary_cross_entropy_with_logits(cell_logits, cells[sel].float(), weight=weight) / weight.mean()
     if geometry_head is not None and "geometry" in batch:
         loss = loss + geometry_weight * geometry_loss(geometry_head, hidden, batch["geometry_start"], batch["geometry"])
     sel = target != IGNORE
@@ -108,8 +120,9 @@ class BatchStream(torch.utils.data.IterableDataset):
             for task in tasks:
                 groups.setdefault(task, []).append(getattr(maker, task)())
             feat = groups.pop("draw") if self.kind == "continuous" and "draw" in groups else []
-            lists = [[e for g in groups.values() for e in g]] if self.merge else list(groups.values())
-            batch = {"lm": [(collate(g, self.pad), len(g)) for g in lists if g]}
+            if self.merge:
+                groups = {"mixed": [e for g in groups.values() for e in g]}
+            batch = {"lm": [(collate(g, self.pad), len(g), task) for task, g in groups.items() if g]}
             if feat:
                 fb = collate(feat, self.pad)
                 fb["query_pos"] = torch.tensor([e["query_start"] for e in feat])[:, None] + torch.arange(36)[None]
@@ -142,7 +155,7 @@ def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: 
           workers: int = 0, max_minutes: float | None = None, init: str | None = None,
           task_mix: dict[str, float] | None = None, relation_share: float = RELATION_SHARE,
           geometry_weight: float = GEOMETRY_WEIGHT, object_weight: float = 1.0, draw_factors: bool = False,
-          ordered_draws: bool = False, count_share: float = 0.0,
+          ordered_draws: bool = False, count_share: float = 0.0, cell_object_weight: float = 1.0,
           evaluate: bool = True) -> dict:
     if problem := _bad_options(kind, object_weight, draw_factors, ordered_draws, relation_share, count_share):
         raise ValueError(problem)
@@ -190,14 +203,18 @@ def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: 
     log = []
     bar = tqdm(zip(range(steps), loader), total=steps, desc=f"train world-{kind}", unit="step", mininterval=2)
     stopped_early = False
+    window: dict[str, list[float]] = {}  # per-step numbers since the last log record
     for step, batch in bar:
         if max_minutes is not None and time.time() - t0 > 60 * max_minutes:
             stopped_early = True
             break
-        parts = [(lm_loss(model, _to(b, dev), geometry_head, geometry_weight, object_weight), k) for b, k in batch["lm"]]
-        n = sum(k for _, k in parts)
-        loss = sum(lo * k for (lo, _), k in parts) / n
-        acc = sum(a * k for (_, a), k in parts) / n
+        parts = [(lm_loss(model, _to(b, dev), geometry_head, geometry_weight, object_weight, cell_object_weight), k, task)
+                 for b, k, task in batch["lm"]]
+        n = sum(k for _, k, _ in parts)
+        loss = sum(lo * k for (lo, _), k, _ in parts) / n
+        acc = sum(a * k for (_, a), k, _ in parts) / n
+        for (_, a), _, task in parts:  # per task since the last record; "see" is the judge's answer accuracy
+            window.setdefault(task, []).append(a.item())
         if "feat" in batch:
             fb = _to(batch["feat"], dev)
             f_loss = F.mse_loss(model.features(fb["ids"], fb["mask"], fb["query_pos"]), fb["target"], reduction="none")
@@ -206,6 +223,7 @@ def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: 
             weight = 1.0 + (OBJECT_CELL_WEIGHT - 1.0) * (fb["feat_codes"] > 0).float()
             f_loss = (f_loss.sum(-1) * weight).mean()
             loss = loss + f_loss
+        window.setdefault("loss", []).append(loss.item())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -215,6 +233,11 @@ def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: 
             rec = {"step": step, "loss": round(loss.item(), 4), "acc": round(acc.item(), 4), "seconds": round(time.time() - t0, 1)}
             if "feat" in batch:
                 rec["feature_loss"] = round(f_loss.item(), 4)
+            # means over the steps since the last record: the one-batch numbers above are noisy
+            losses = window.pop("loss")
+            rec["mean_loss"] = round(sum(losses) / len(losses), 4)
+            rec["task_acc"] = {task: round(sum(v) / len(v), 4) for task, v in sorted(window.items())}
+            window.clear()
             log.append(rec)
             bar.set_postfix(loss=rec["loss"], acc=rec["acc"])
     model = model.cpu().eval()
@@ -228,7 +251,8 @@ def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: 
             "steps_done": log[-1]["step"] + 1 if not stopped_early else step, "stopped_early": stopped_early,
             "init": init, "init_reset": reset, "init_dropped": dropped, "task_mix": task_mix or TASK_MIX,
             "relation_share": relation_share, "geometry_weight": geometry_weight, "object_weight": object_weight,
-            "draw_factors": draw_factors, "ordered_draws": ordered_draws, "count_share": count_share}
+            "draw_factors": draw_factors, "ordered_draws": ordered_draws, "count_share": count_share,
+            "cell_object_weight": cell_object_weight}
     (out_dir / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
     write_card(out_dir, meta, quick_eval(out_dir) if evaluate else {})
     return meta
@@ -314,6 +338,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="discrete: tie each drawing code's output row in part to its factors (model.FactoredHead)")  # fmt: skip
     ap.add_argument("--ordered-draws", action="store_true",
                     help="discrete: drawing examples put the prompt's entities in raster order where a layout allows it")  # fmt: skip
+    ap.add_argument("--cell-object-weight", type=float, default=1.0,
+                    help="weight of a cell with an object against an empty one in the cell relevance auxiliary (default %(default)s)")  # fmt: skip
     ap.add_argument("--no-eval", action="store_true",
                     help="skip the card's quick evaluation (python -m eval world measures the model later)")  # fmt: skip
     args = ap.parse_args(argv)
@@ -340,6 +366,7 @@ def main(argv: list[str] | None = None) -> None:
         geometry_weight=args.geometry_weight,
         object_weight=args.object_weight,
         draw_factors=args.draw_factors,
+        cell_object_weight=args.cell_object_weight,
         ordered_draws=args.ordered_draws,
         count_share=args.count_share,
         evaluate=not args.no_eval,
