@@ -86,7 +86,7 @@ def code_features() -> torch.Tensor:
 
 
 _FACTORS = (COLORS, SHAPES, TEXTURES, SIZES, (0, 1))
-_SEE0 = VOCAB.index(SEE_TOKENS[0])
+SEE0 = VOCAB.index(SEE_TOKENS[0])  # the first seen code `<s0>` (an empty cell); `<s c>` is SEE0 + c
 
 
 def _factor_table() -> torch.Tensor:
@@ -179,7 +179,7 @@ class WorldLM(LlamaForCausalLM):
 
     def _see_embeddings(self, input_ids: torch.Tensor, see: torch.Tensor) -> torch.Tensor:
         """(B, T, H) factor + row/col embeddings on the `<s*>` positions `see` (B, T), zero elsewhere."""
-        factors = _FACTOR_TABLE.to(input_ids.device)[(input_ids - _SEE0).clamp(0, N_CODES - 1)]  # (B, T, 5)
+        factors = _FACTOR_TABLE.to(input_ids.device)[(input_ids - SEE0).clamp(0, N_CODES - 1)]  # (B, T, 5)
         out = sum(emb(factors[..., i]) for i, emb in enumerate(self.see_factor_embed))
         cell = (see.cumsum(1) - 1).clamp(0, N_CELLS - 1)  # one image per sequence
         out = out + self.see_row_embed(cell // GRID) + self.see_col_embed(cell % GRID)
@@ -187,7 +187,7 @@ class WorldLM(LlamaForCausalLM):
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor | None:
         """(B, T, H) input embeddings with the understanding path added, or None when no image is in the input."""
-        see = (input_ids >= _SEE0) & (input_ids < _SEE0 + N_CODES)  # (B, T)
+        see = (input_ids >= SEE0) & (input_ids < SEE0 + N_CODES)  # (B, T)
         if not bool(see.any()):
             return None
         return self.model.embed_tokens(input_ids) + self._see_embeddings(input_ids, see)

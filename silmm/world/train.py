@@ -22,22 +22,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from silmm.world.data import GEOMETRY_SIZE, IGNORE, RELATION_SHARE, ExampleMaker
-from silmm.world.model import (
-    DRAW0,
-    DRAW_TOKENS,
-    SEE_TOKENS,
-    VOCAB,
-    WorldLM,
-    build_tokenizer,
-    code_features,
-    world_config,
-)
+from silmm.world.model import DRAW0, DRAW_TOKENS, SEE0, WorldLM, build_tokenizer, code_features, world_config
 from silmm.world.scene import GRID
 
 TASK_MIX = {"draw": 0.35, "see": 0.45, "ask": 0.1, "write": 0.1}
 OBJECT_CELL_WEIGHT = 4.0
 _OBJECT_CODES = (DRAW0 + 1, DRAW0 + len(DRAW_TOKENS) - 1)  # first and last non-empty `<d*>`
-_EMPTY_SEEN = VOCAB.index(SEE_TOKENS[0])  # `<s0>`, a seen empty cell
 GEOMETRY_WEIGHT = 1.0  # weight of the relation geometry auxiliary (the shipped recipes' setting; 0 = off)
 
 
@@ -80,7 +70,7 @@ def lm_loss(model: WorldLM, batch: dict, geometry_head: torch.nn.Linear | None =
     if (cells != IGNORE).any():  # auxiliary: image cells learn whether they are what the question asks about
         sel = cells != IGNORE
         cell_logits = model.cell_head(hidden[sel]).squeeze(-1)
-        weight = torch.where(batch["ids"][sel] == _EMPTY_SEEN, 1.0, cell_object_weight)
+        weight = torch.where(batch["ids"][sel] == SEE0, 1.0, cell_object_weight)
         loss = loss + F.binary_cross_entropy_with_logits(cell_logits, cells[sel].float(), weight=weight) / weight.mean()
     if geometry_head is not None and "geometry" in batch:
         loss = loss + geometry_weight * geometry_loss(geometry_head, hidden, batch["geometry_start"], batch["geometry"])
@@ -203,7 +193,9 @@ def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: 
     log = []
     bar = tqdm(zip(range(steps), loader), total=steps, desc=f"train world-{kind}", unit="step", mininterval=2)
     stopped_early = False
-    window: dict[str, list[float]] = {}  # per-step numbers since the last log record
+    # per step since the last log record, kept as tensors so that only a record waits for the device
+    losses: list[torch.Tensor] = []
+    task_accs: dict[str, list[torch.Tensor]] = {}
     for step, batch in bar:
         if max_minutes is not None and time.time() - t0 > 60 * max_minutes:
             stopped_early = True
@@ -214,7 +206,7 @@ def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: 
         loss = sum(lo * k for (lo, _), k, _ in parts) / n
         acc = sum(a * k for (_, a), k, _ in parts) / n
         for (_, a), _, task in parts:  # per task since the last record; "see" is the judge's answer accuracy
-            window.setdefault(task, []).append(a.item())
+            task_accs.setdefault(task, []).append(a.detach())
         if "feat" in batch:
             fb = _to(batch["feat"], dev)
             f_loss = F.mse_loss(model.features(fb["ids"], fb["mask"], fb["query_pos"]), fb["target"], reduction="none")
@@ -223,7 +215,7 @@ def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: 
             weight = 1.0 + (OBJECT_CELL_WEIGHT - 1.0) * (fb["feat_codes"] > 0).float()
             f_loss = (f_loss.sum(-1) * weight).mean()
             loss = loss + f_loss
-        window.setdefault("loss", []).append(loss.item())
+        losses.append(loss.detach())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -234,10 +226,10 @@ def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: 
             if "feat" in batch:
                 rec["feature_loss"] = round(f_loss.item(), 4)
             # means over the steps since the last record: the one-batch numbers above are noisy
-            losses = window.pop("loss")
-            rec["mean_loss"] = round(sum(losses) / len(losses), 4)
-            rec["task_acc"] = {task: round(sum(v) / len(v), 4) for task, v in sorted(window.items())}
-            window.clear()
+            rec["mean_loss"] = round(sum(x.item() for x in losses) / len(losses), 4)
+            rec["task_acc"] = {task: round(sum(x.item() for x in v) / len(v), 4) for task, v in sorted(task_accs.items())}
+            losses.clear()
+            task_accs.clear()
             log.append(rec)
             bar.set_postfix(loss=rec["loss"], acc=rec["acc"])
     model = model.cpu().eval()
