@@ -12,8 +12,9 @@
     python -m scripts.world_probe more RUN_DIR           # 32 more candidates for iteration 1's hard prompts
 
 MODEL is world-discrete, world-continuous or a model folder. `relations` renders 300 relation prompts exactly as
-written and asks each prompt's relation and its opposite ("... to the left of ..." vs "... to the right of ...");
-a judge that reads the geometry says yes to the first and no to the second. `attributes` draws each single-object
+written, each in a random layout and in the canonical one (the scene world-continuous learns to draw), and asks each
+prompt's relation and its opposite ("... to the left of ..." vs "... to the right of ..."); a judge that reads the
+geometry says yes to the first and no to the second. `attributes` draws each single-object
 prompt 4 times (the evaluation's diversity, seeds 0..191) and reports the share of drawings with exactly one object
 and, among those, the share whose shape and each attribute the prompt names (colour, texture, size) are right.
 `vqa` answers 1,500 fresh VQA examples as the training data makes them (`data.ExampleMaker.see`, seed 12345,
@@ -65,8 +66,8 @@ from silmm.config import load_config
 from silmm.sampling import diversity_from
 from silmm.world.data import _OPPOSITE
 from silmm.world.evaluate import DEFAULT_DIVERSITY, SPLITS, read_prompts
-from silmm.world.grammar import ParseError, classify, parse_prompt
-from silmm.world.layout import random_layout
+from silmm.world.grammar import RELATIONS, ParseError, classify, parse_prompt
+from silmm.world.layout import canonical_layout, random_layout
 from silmm.world.oracle import SceneView, judge_prompt, verdict
 from silmm.world.questions import _words, decompose
 from silmm.world.scene import render
@@ -75,29 +76,37 @@ from silmm.world.writer import HELDOUT_BINDINGS, sample_prompt
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def relations(adapter, n: int = 300) -> None:
+def relation_items(n: int = 300) -> tuple[list[Image.Image], list[str], list[tuple[str, str, str]]]:
+    """`relations`' images, questions and (relation kind, layout, true or flipped) groups for n prompts."""
     rng = random.Random(5)
     images, questions, groups = [], [], []
-    while len(groups) < 2 * n:
+    while len(groups) < 4 * n:
         spec = parse_prompt(sample_prompt(rng.choice(["spatial2d", "spatial3d", "non_spatial"]), rng))
-        try:
-            image = render(list(SceneView.from_objs(random_layout(spec, rng)).objects))
-        except RuntimeError:  # a crowded prompt without a layout
-            continue
         r = spec.relations[0]
         a, b = _words(spec.entities[r.subject]), _words(spec.entities[r.object])
-        for rel, truth in ((r.relation, "true"), (_OPPOSITE[r.relation], "flipped")):
-            images.append(image)
-            questions.append(f"is the {a} {rel} the {b}?")
-            kind = "size" if "than" in rel else "depth" if rel in ("in front of", "behind") else "2d"
-            groups.append((kind, truth))
+        kind = "size" if "than" in r.relation else "depth" if RELATIONS[r.relation] == "spatial3d" else "2d"
+        for layout in ("random", "canonical"):
+            try:
+                objs = random_layout(spec, rng) if layout == "random" else canonical_layout(spec)
+            except RuntimeError:  # a crowded prompt without a layout
+                continue
+            image = render(list(SceneView.from_objs(objs).objects))
+            for rel, truth in ((r.relation, "true"), (_OPPOSITE[r.relation], "flipped")):
+                images.append(image)
+                questions.append(f"is the {a} {rel} the {b}?")
+                groups.append((kind, layout, truth))
+    return images, questions, groups
+
+
+def relations(adapter, n: int = 300) -> None:
+    images, questions, groups = relation_items(n)
     p_yes, p_no = adapter.answer_yes_no(images, questions)
     said = defaultdict(list)
     for group, yes in zip(groups, (p_yes > p_no).tolist()):
         said[group].append(yes)
-    print("relation kind | relation | n | share answered yes")
-    for (kind, truth), v in sorted(said.items()):
-        print(f"{kind} | {truth} | {len(v)} | {sum(v) / len(v):.3f}")
+    print("relation kind | layout | relation | n | share answered yes")
+    for (kind, layout, truth), v in sorted(said.items()):
+        print(f"{kind} | {layout} | {truth} | {len(v)} | {sum(v) / len(v):.3f}")
 
 
 def attributes(adapter, repeats: int = 4) -> None:

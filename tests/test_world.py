@@ -367,6 +367,20 @@ def test_count_questions_ask_groups_about_half_true():
     assert sum(q.split()[3] in ("two", "three", "four") and a == "yes" for q, a in seen if "object" not in q) >= 30
 
 
+def test_canonical_share_lays_out_training_prompts_as_world_continuous_draws_them():
+    """--canonical-share: that share of VQA prompt scenes is the training prompt's canonical layout (the scene
+    world-continuous learns to draw); held-out prompts and share 0 keep random layouts."""
+    vocab = build_tokenizer().get_vocab()
+    seen, held = parse_prompt("a red triangle above a blue circle"), parse_prompt("an orange triangle and a yellow circle")
+    assert not is_heldout(seen) and is_heldout(held)
+    always, never = ExampleMaker("continuous", vocab, 0, canonical_share=1.0), ExampleMaker("continuous", vocab, 0)
+    assert all(always._prompt_scene(seen) == canonical_layout(seen) for _ in range(5))
+    for maker, spec in ((never, seen), (always, held)):
+        scenes = [maker._prompt_scene(spec) for _ in range(20)]
+        assert all(verdict(spec, SceneView.from_objs(s)).strict for s in scenes)
+        assert sum(s == canonical_layout(spec) for s in scenes) <= 1
+
+
 def test_example_maker_is_deterministic():
     vocab = build_tokenizer().get_vocab()
     a, b = ExampleMaker("discrete", vocab, 7), ExampleMaker("discrete", vocab, 7)
@@ -499,6 +513,8 @@ def test_training_options_that_do_not_fit_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         world_train.main(["--kind", "discrete", "--out", str(tmp_path / "s"), "--count-share", "1.5"])
     assert "count_share 1.5 is not a share" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="canonical_share -0.1 is not a share"):
+        world_train.train("continuous", str(tmp_path / "s"), steps=1, canonical_share=-0.1)
     assert not any((tmp_path / d).exists() for d in ("f", "c", "s"))
 
 
@@ -616,6 +632,17 @@ def test_world_probe_judge_splits_the_evaluations_agreement(capsys):
         assert right / n == pytest.approx(expected[qtype], abs=2e-3), qtype
     assert any(r[0] == "count" and r[1] == "an entity, 2" for r in rows)
     assert any(r[0] == "relation" and r[1] == "to the left of" for r in rows)
+
+
+def test_world_probe_relations_asks_true_and_flipped_relations_of_both_layouts():
+    """`world_probe relations`: every prompt's relation is true of its image and the flipped one false (the
+    oracle on the rendered pixels), for random and canonical layouts of all three relation kinds."""
+    from scripts.world_probe import relation_items
+
+    images, questions, groups = relation_items(n=12)
+    assert {(k, lay) for k, lay, _ in groups} == {(k, lay) for k in ("2d", "depth", "size") for lay in ("random", "canonical")}
+    for image, q, (_, _, truth) in zip(images, questions, groups):
+        assert answer(q, SceneView.from_image(image)) == (truth == "true"), q
 
 
 def test_world_probe_bindings_counts_a_tiny_run(tmp_path, capsys):

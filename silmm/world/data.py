@@ -27,7 +27,7 @@ from silmm.world.oracle import SceneView, count, holds
 from silmm.world.questions import _article, _count_q, _relation_q, _words, answer, decompose
 from silmm.world.scene import COLORS, GRID, SHAPES, SIZES, TEXTURES, Obj, draw_order, overlaps
 from silmm.world.tokenizer import objs_to_codes
-from silmm.world.writer import sample_prompt
+from silmm.world.writer import is_heldout, sample_prompt
 
 IGNORE = -100
 DRAW_WEIGHTS = {**{c: 1.0 for c in CATEGORIES}, "single": 1.5, "complex": 1.5}
@@ -277,9 +277,10 @@ class ExampleMaker:
     """Token-id examples for one model kind: dicts with `ids`, `labels` and (continuous draw) `feat_codes`."""
 
     def __init__(self, kind: str, vocab: dict[str, int], seed: int, relation_share: float = RELATION_SHARE,
-                 ordered: bool = False, count_share: float = 0.0):
+                 ordered: bool = False, count_share: float = 0.0, canonical_share: float = 0.0):
         self.kind, self.vocab, self.rng, self.relation_share = kind, vocab, random.Random(seed), relation_share
         self.count_share = count_share  # share of VQA examples that ask a `count_question` about a numeracy layout
+        self.canonical_share = canonical_share  # share of VQA prompt scenes laid out by `canonical_layout`
         self.ordered = ordered  # discrete draws: the prompt's entities in raster order where a layout allows it
 
     def t(self, tokens: list[str]) -> list[int]:
@@ -342,6 +343,13 @@ class ExampleMaker:
                 objs = cand
         return objs
 
+    def _prompt_scene(self, spec: Spec) -> list[Obj]:
+        """A scene that satisfies `spec`: for `canonical_share` of the training prompts the one world-continuous
+        learns to draw (`canonical_layout`), else a `random_layout` (RuntimeError when none is found)."""
+        if self.canonical_share and self.rng.random() < self.canonical_share and not is_heldout(spec):
+            return canonical_layout(spec)
+        return random_layout(spec, self.rng)
+
     def see(self, n_questions: int = 4) -> dict:
         rng = self.rng
         if self.count_share and rng.random() < self.count_share:
@@ -351,7 +359,7 @@ class ExampleMaker:
         if rng.random() < 0.5:
             prompt = sample_prompt(rng.choice(ALL_CATEGORIES), rng)
             try:
-                objs = random_layout(parse_prompt(prompt), rng)
+                objs = self._prompt_scene(parse_prompt(prompt))
             except RuntimeError:
                 prompt = None
         if prompt is not None:

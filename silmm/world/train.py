@@ -93,16 +93,17 @@ class BatchStream(torch.utils.data.IterableDataset):
 
     def __init__(self, kind: str, vocab: dict[str, int], seed: int, batch_size: int, pad: int, merge_tasks: bool,
                  task_mix: dict[str, float] = TASK_MIX, relation_share: float = RELATION_SHARE, ordered: bool = False,
-                 count_share: float = 0.0):
+                 count_share: float = 0.0, canonical_share: float = 0.0):
         self.task_mix, self.relation_share, self.ordered = task_mix, relation_share, ordered
-        self.count_share = count_share
+        self.count_share, self.canonical_share = count_share, canonical_share
         self.kind, self.vocab, self.seed, self.size, self.pad, self.merge = kind, vocab, seed, batch_size, pad, merge_tasks
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         wid = info.id if info is not None else 0
         maker = ExampleMaker(self.kind, self.vocab, self.seed * 1000 + wid, relation_share=self.relation_share,
-                             ordered=self.ordered, count_share=self.count_share)
+                             ordered=self.ordered, count_share=self.count_share,
+                             canonical_share=self.canonical_share)
         rng = random.Random(self.seed * 1000 + wid + 1)
         while True:
             tasks = rng.choices(list(self.task_mix), list(self.task_mix.values()), k=self.size)
@@ -127,14 +128,15 @@ def _to(batch: dict, device: torch.device) -> dict:
 
 
 def _bad_options(kind: str, object_weight: float, draw_factors: bool, ordered_draws: bool, relation_share: float,
-                 count_share: float) -> str | None:
+                 count_share: float, canonical_share: float = 0.0) -> str | None:
     """The message for options that do not fit together, or None: drawing options given to a kind they do not
     apply to, a share outside [0, 1]."""
     given = {"object_weight": object_weight != 1.0, "draw_factors": draw_factors, "ordered_draws": ordered_draws}
     if kind == "continuous" and any(given.values()):
         return (f"{sorted(k for k, v in given.items() if v)} apply to --kind discrete only "
                 "(world-continuous draws features, not codes)")
-    for name, share in (("relation_share", relation_share), ("count_share", count_share)):
+    shares = {"relation_share": relation_share, "count_share": count_share, "canonical_share": canonical_share}
+    for name, share in shares.items():
         if not 0.0 <= share <= 1.0:
             return f"{name} {share} is not a share: give a number from 0 to 1"
     return None
@@ -146,8 +148,9 @@ def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: 
           task_mix: dict[str, float] | None = None, relation_share: float = RELATION_SHARE,
           geometry_weight: float = GEOMETRY_WEIGHT, object_weight: float = 1.0, draw_factors: bool = False,
           ordered_draws: bool = False, count_share: float = 0.0, cell_object_weight: float = 1.0,
-          evaluate: bool = True) -> dict:
-    if problem := _bad_options(kind, object_weight, draw_factors, ordered_draws, relation_share, count_share):
+          canonical_share: float = 0.0, evaluate: bool = True) -> dict:
+    if problem := _bad_options(kind, object_weight, draw_factors, ordered_draws, relation_share, count_share,
+                               canonical_share):
         raise ValueError(problem)
     torch.set_num_threads(int(os.environ.get("SILMM_THREADS", "1")))
     torch.manual_seed(seed)  # script entry point: the only place that seeds globally
@@ -186,7 +189,7 @@ def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: 
     )
     stream = BatchStream(kind, tok.get_vocab(), seed, batch_size, tok.pad_token_id, merge_tasks=dev.type == "cuda",
                          task_mix=task_mix or TASK_MIX, relation_share=relation_share, ordered=ordered_draws,
-                         count_share=count_share)
+                         count_share=count_share, canonical_share=canonical_share)
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -244,7 +247,7 @@ def train(kind: str, out: str, *, seed: int = 0, steps: int = 3000, batch_size: 
             "init": init, "init_reset": reset, "init_dropped": dropped, "task_mix": task_mix or TASK_MIX,
             "relation_share": relation_share, "geometry_weight": geometry_weight, "object_weight": object_weight,
             "draw_factors": draw_factors, "ordered_draws": ordered_draws, "count_share": count_share,
-            "cell_object_weight": cell_object_weight}
+            "cell_object_weight": cell_object_weight, "canonical_share": canonical_share}
     (out_dir / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
     write_card(out_dir, meta, quick_eval(out_dir) if evaluate else {})
     return meta
@@ -322,6 +325,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="share of VQA examples that ask a relation question (default %(default)s)")  # fmt: skip
     ap.add_argument("--count-share", type=float, default=0.0,
                     help="share of VQA examples that ask data.count_question about a numeracy layout (default %(default)s)")  # fmt: skip
+    ap.add_argument("--canonical-share", type=float, default=0.0,
+                    help="share of VQA prompt scenes laid out as world-continuous draws them (layout.canonical_layout of a training prompt), the rest random (default %(default)s)")  # fmt: skip
     ap.add_argument("--geometry-weight", type=float, default=GEOMETRY_WEIGHT,
                     help="weight of the relation geometry auxiliary (data.relation_geometry); 0 = off (default %(default)s)")  # fmt: skip
     ap.add_argument("--object-weight", type=float, default=1.0,
@@ -336,7 +341,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="skip the card's quick evaluation (python -m eval world measures the model later)")  # fmt: skip
     args = ap.parse_args(argv)
     if problem := _bad_options(args.kind, args.object_weight, args.draw_factors, args.ordered_draws,
-                               args.relation_share, args.count_share):
+                               args.relation_share, args.count_share, args.canonical_share):
         ap.error(problem)
     meta = train(
         args.kind,
@@ -361,6 +366,7 @@ def main(argv: list[str] | None = None) -> None:
         cell_object_weight=args.cell_object_weight,
         ordered_draws=args.ordered_draws,
         count_share=args.count_share,
+        canonical_share=args.canonical_share,
         evaluate=not args.no_eval,
     )
     print(json.dumps(meta))
