@@ -84,7 +84,7 @@ def relation_items(n: int = 300) -> tuple[list[Image.Image], list[str], list[tup
         spec = parse_prompt(sample_prompt(rng.choice(["spatial2d", "spatial3d", "non_spatial"]), rng))
         r = spec.relations[0]
         a, b = _words(spec.entities[r.subject]), _words(spec.entities[r.object])
-        kind = "size" if "than" in r.relation else "depth" if RELATIONS[r.relation] == "spatial3d" else "2d"
+        kind = {"spatial2d": "2d", "spatial3d": "depth", "non_spatial": "size"}[RELATIONS[r.relation]]
         for layout in ("random", "canonical"):
             try:
                 objs = random_layout(spec, rng) if layout == "random" else canonical_layout(spec)

@@ -128,7 +128,7 @@ def _to(batch: dict, device: torch.device) -> dict:
 
 
 def _bad_options(kind: str, object_weight: float, draw_factors: bool, ordered_draws: bool, relation_share: float,
-                 count_share: float, canonical_share: float = 0.0) -> str | None:
+                 count_share: float, canonical_share: float) -> str | None:
     """The message for options that do not fit together, or None: drawing options given to a kind they do not
     apply to, a share outside [0, 1]."""
     given = {"object_weight": object_weight != 1.0, "draw_factors": draw_factors, "ordered_draws": ordered_draws}
